@@ -1,0 +1,419 @@
+"""The tick state machine of one key (strategy × exchange × symbol), SPEC §4, §6-§9.
+
+`advance` takes the stored state, the tick's time and VWAP and (when asked) the strategy's
+answer, and returns the new signal row, the tick result and the side effects to perform.
+It does no I/O: the runtime loads state under a row lock, calls it, and writes the outcome.
+Broker-mode confirmations (`confirm_open`, `reject_open`, `confirm_close`, `reject_close`)
+are pure too; the orders worker calls them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from bkit.core.config import Config
+from bkit.core.errors import SignalValidationError
+from bkit.core.pnl import Pnl, pnl_for
+from bkit.core.results import CallbackCall, Notice, OrderRequest, TickResult
+from bkit.core.signals import PublicSignal, SignalRow, ValidSignal, validate_signal
+
+KeyStatus = Literal["enabled", "draining", "paused", "disabled"]
+Command = Literal["close_position", "cancel_scheduled"]
+#: Strategy intervals that throttle `get_signal` (SPEC §1), in minutes.
+SIGNAL_INTERVAL_MINUTES: dict[str, int] = {"1m": 1, "3m": 3, "5m": 5, "15m": 15, "30m": 30,
+                                           "1h": 60}
+MILESTONE_STEP = 10
+
+#: A risk check: gets the candidate (valid and public form), returns a rejection note or None.
+RiskCheck = Callable[[ValidSignal, PublicSignal], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyContext:
+    """Who is ticking: the key's names and the strategy's signal interval."""
+
+    symbol: str
+    strategy_name: str
+    exchange_name: str
+    interval: str = "1m"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """What is stored for a key between ticks.
+
+    `signal_window` is the start (epoch minutes) of the last interval window in which
+    `get_signal` was consumed, so the strategy is asked at most once per aligned window.
+    """
+
+    signal: SignalRow | None = None
+    status: KeyStatus = "enabled"
+    signal_window: int | None = None
+    command: Command | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyAnswer:
+    """What `get_signal` gave this tick: `raw` (None or a signal) or the `error` it raised."""
+
+    raw: Any = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class TickOutcome:
+    """Everything a tick decided. The runtime stores `signal`, applies `slot`, writes `order`
+    to the outbox, appends `result` and `notices` to the event log, then runs `callbacks`."""
+
+    result: TickResult
+    signal: SignalRow | None = None          # row to write (new, updated or terminal)
+    notices: list[Notice] = field(default_factory=list)
+    callbacks: list[CallbackCall] = field(default_factory=list)
+    slot: Literal["acquire", "release"] | None = None
+    order: OrderRequest | None = None
+    signal_window: int | None = None         # new window marker, None = unchanged
+    clear_command: bool = False
+    finished: bool = False                   # a draining key has nothing live: disable it
+
+
+def epoch_minutes(when: datetime) -> int:
+    return int(when.timestamp() // 60)
+
+
+def signal_window_of(when: datetime, interval: str) -> int:
+    """Start (epoch minutes) of the aligned interval window containing `when`."""
+    step = SIGNAL_INTERVAL_MINUTES[interval]
+    minute = epoch_minutes(when)
+    return minute - minute % step
+
+
+def wants_signal(state: KeyState, when: datetime, interval: str) -> bool:
+    """Whether this tick should call `get_signal` (SPEC §4 step 4): no live signal, key enabled,
+    no pending command, and the strategy not yet asked in this aligned interval window."""
+    if state.status != "enabled" or state.command is not None:
+        return False
+    if state.signal is not None and state.signal.is_live:
+        return False
+    return state.signal_window != signal_window_of(when, interval)
+
+
+def minutes_between(start: datetime, end: datetime) -> float:
+    return (end - start) / timedelta(minutes=1)
+
+
+def _sign(position: str) -> int:
+    return 1 if position == "long" else -1
+
+
+def progress(row: SignalRow, price: float) -> tuple[float, float]:
+    """(percent_tp, percent_sl): 0-100 progress from entry toward TP or SL at `price`."""
+    sign = _sign(row.position)
+    move = sign * (price - row.price_open)
+    to_tp = sign * (row.price_take_profit - row.price_open)
+    to_sl = sign * (row.price_open - row.price_stop_loss)
+    percent_tp = min(100.0, max(0.0, move / to_tp * 100)) if move > 0 else 0.0
+    percent_sl = min(100.0, max(0.0, -move / to_sl * 100)) if move < 0 else 0.0
+    return percent_tp, percent_sl
+
+
+class _Tick:
+    """One evaluation of `advance`; holds the shared inputs so each branch stays short."""
+
+    def __init__(self, ctx: KeyContext, when: datetime, price: float, config: Config,
+                 uses_broker: bool) -> None:
+        self.ctx, self.when, self.price, self.config = ctx, when, price, config
+        self.uses_broker = uses_broker
+        self.answer: StrategyAnswer | None = None
+        self.risk_check: RiskCheck | None = None
+
+    def result(self, action: str, row: SignalRow | None = None, **extra: Any) -> TickResult:
+        return TickResult(
+            action=action, symbol=self.ctx.symbol, strategy_name=self.ctx.strategy_name,
+            exchange_name=self.ctx.exchange_name, current_price=extra.pop("price", self.price),
+            created_at=self.when, signal=None if row is None else row.public(), **extra)
+
+    def idle(self, row: SignalRow | None = None, **kw: Any) -> TickOutcome:
+        outcome = TickOutcome(result=self.result("idle", row), **kw)
+        if row is None:
+            outcome.callbacks.append(CallbackCall("on_idle", (self.ctx.symbol, self.price,
+                                                              self.when)))
+        return outcome
+
+    # --- closing and cancelling -------------------------------------------------------------
+    def cancel(self, row: SignalRow, reason: str, **kw: Any) -> TickOutcome:
+        done = row.evolve(state="cancelled", cancel_reason=reason, closed_at=self.when,
+                          order_in_flight=False)
+        return TickOutcome(
+            result=self.result("cancelled", done, reason=reason, close_timestamp=self.when),
+            signal=done, slot="release",
+            callbacks=[CallbackCall("on_cancel", (self.ctx.symbol, done.public(), self.price,
+                                                  self.when))], **kw)
+
+    def close(self, row: SignalRow, reason: str, close_price: float, **kw: Any) -> TickOutcome:
+        if self.uses_broker:
+            # Not finished yet: the position stays live until the exchange confirms the close
+            # (a rejected close is retried by later ticks, so the key must keep ticking).
+            kw.pop("finished", None)
+            closing = row.evolve(state="closing", pending_close_reason=reason,
+                                 pending_close_price=close_price, order_in_flight=True)
+            return TickOutcome(result=self.result("idle", closing), signal=closing,
+                               order=close_order(closing), **kw)
+        return record_close(self.ctx, row, reason, close_price, self.when, self.config, **kw)
+
+
+def close_order(row: SignalRow) -> OrderRequest:
+    price = row.pending_close_price if row.pending_close_price is not None else row.price_open
+    return OrderRequest(kind="close", signal_id=row.id, symbol=row.symbol,
+                        side="sell" if row.position == "long" else "buy",
+                        position=row.position, price=price, cost=row.cost)
+
+
+def open_order(row: SignalRow) -> OrderRequest:
+    return OrderRequest(kind="open", signal_id=row.id, symbol=row.symbol,
+                        side="buy" if row.position == "long" else "sell",
+                        position=row.position, price=row.price_open, cost=row.cost)
+
+
+def record_close(ctx: KeyContext, row: SignalRow, reason: str, close_price: float,
+                 when: datetime, config: Config, **kw: Any) -> TickOutcome:
+    """The terminal `closed` transition: PnL at `close_price`, slot released, `on_close`."""
+    pnl = pnl_for(row.position, row.price_open, close_price, row.cost, config)
+    done = row.evolve(state="closed", close_reason=reason, closed_at=when,
+                      price_close=close_price, pnl_percentage=pnl.pnl_percentage,
+                      pnl_cost=pnl.pnl_cost, order_in_flight=False,
+                      pending_close_reason=None, pending_close_price=None)
+    result = TickResult(
+        action="closed", symbol=ctx.symbol, strategy_name=ctx.strategy_name,
+        exchange_name=ctx.exchange_name, current_price=close_price, created_at=when,
+        signal=done.public(), pnl=pnl, close_reason=reason, close_timestamp=when)
+    return TickOutcome(result=result, signal=done, slot="release",
+                       callbacks=[CallbackCall("on_close", (ctx.symbol, done.public(),
+                                                            close_price, when))], **kw)
+
+
+def record_open(ctx: KeyContext, row: SignalRow, when: datetime, **kw: Any) -> TickOutcome:
+    """The `opened` transition: the position is live from `when` (its pending_at)."""
+    opened = row.evolve(state="opened", pending_at=when, order_in_flight=False)
+    result = TickResult(
+        action="opened", symbol=ctx.symbol, strategy_name=ctx.strategy_name,
+        exchange_name=ctx.exchange_name, current_price=opened.price_open, created_at=when,
+        signal=opened.public())
+    return TickOutcome(result=result, signal=opened, callbacks=[CallbackCall(
+        "on_open", (ctx.symbol, opened.public(), opened.price_open, when))], **kw)
+
+
+def advance(ctx: KeyContext, state: KeyState, when: datetime, price: float, config: Config, *,
+            answer: StrategyAnswer | None = None, risk_check: RiskCheck | None = None,
+            uses_broker: bool = False) -> TickOutcome:
+    """Run one tick of SPEC §4 (first match wins): pending commands, the scheduled signal,
+    the open position, then (no signal) maybe a new signal from `answer`.
+
+    `price` must be a finite VWAP > 0 (the runtime fails the tick earlier otherwise).
+    `answer` is None when the strategy was not asked this tick.
+    """
+    if not (isinstance(price, float | int) and math.isfinite(price) and price > 0):
+        raise ValueError(f"tick price must be a finite number > 0, got {price!r}")
+    tick = _Tick(ctx, when, float(price), config, uses_broker)
+    tick.answer, tick.risk_check = answer, risk_check
+    row = state.signal if state.signal is not None and state.signal.is_live else None
+
+    if row is not None and row.order_in_flight:
+        return tick.idle(row)  # no new decision while the exchange has not answered
+    if row is not None and row.state == "closing":
+        # A rejected close: the position stays ours and the close is sent again every tick.
+        retry = row.evolve(order_in_flight=True)
+        return TickOutcome(result=tick.result("idle", retry), signal=retry,
+                           order=close_order(retry))
+
+    if state.command is not None:
+        outcome = _apply_command(tick, row, state.command)
+        if outcome is not None:
+            return outcome
+    outcome = _monitor(tick, state, row)
+    # A command with nothing to act on (cancel_scheduled on an open position) is dropped.
+    outcome.clear_command = outcome.clear_command or state.command is not None
+    return outcome
+
+
+def _monitor(tick: _Tick, state: KeyState, row: SignalRow | None) -> TickOutcome:
+    if row is not None and row.state == "scheduled":
+        if state.status == "draining":
+            return tick.cancel(row, "user", finished=True)  # stop cancels a resting entry
+        return _scheduled(tick, row)
+    if row is not None:
+        return _open_position(tick, row, finished_on_close=state.status == "draining")
+
+    if state.status == "draining":
+        return tick.idle(finished=True)
+    if state.status != "enabled" or tick.answer is None:
+        return tick.idle()
+    return _new_signal(tick, tick.answer, tick.risk_check)
+
+
+def _apply_command(tick: _Tick, row: SignalRow | None, command: str) -> TickOutcome | None:
+    """User commands come first. None: the command does not apply to this state."""
+    if row is None:
+        return tick.idle(clear_command=True)
+    if row.state == "scheduled":  # both commands cancel a resting entry
+        return tick.cancel(row, "user", clear_command=True)
+    if command == "close_position":
+        return tick.close(row, "closed", tick.price, clear_command=True)
+    return None
+
+
+def _scheduled(tick: _Tick, row: SignalRow) -> TickOutcome:
+    sign = _sign(row.position)
+    assert row.scheduled_at is not None
+    if minutes_between(row.scheduled_at, tick.when) >= tick.config.CC_SCHEDULE_AWAIT_MINUTES:
+        return tick.cancel(row, "timeout")
+    if sign * tick.price <= sign * row.price_stop_loss:
+        return tick.cancel(row, "price_reject")  # beats activation
+    if tick.when > row.scheduled_at and sign * tick.price <= sign * row.price_open:
+        if tick.uses_broker:
+            opening = row.evolve(state="opening", order_in_flight=True)
+            return TickOutcome(result=tick.result("idle", opening), signal=opening,
+                               order=open_order(opening))
+        return record_open(tick.ctx, row, tick.when)
+    return TickOutcome(result=tick.result("waiting", row))
+
+
+def _open_position(tick: _Tick, row: SignalRow, *, finished_on_close: bool) -> TickOutcome:
+    sign = _sign(row.position)
+    assert row.pending_at is not None
+    if minutes_between(row.pending_at, tick.when) >= row.minute_estimated_time:
+        return tick.close(row, "time_expired", tick.price, finished=finished_on_close)
+    if sign * tick.price >= sign * row.price_take_profit:
+        return tick.close(row, "take_profit", row.price_take_profit, finished=finished_on_close)
+    if sign * tick.price <= sign * row.price_stop_loss:
+        return tick.close(row, "stop_loss", row.price_stop_loss, finished=finished_on_close)
+
+    percent_tp, percent_sl = progress(row, tick.price)
+    pnl = pnl_for(row.position, row.price_open, tick.price, row.cost, tick.config)
+    notices, callbacks = [], []
+    updated = row
+    public = row.public()
+    for kind, percent, level_field in (("partial_profit", percent_tp, "partial_profit_level"),
+                                       ("partial_loss", percent_sl, "partial_loss_level")):
+        reached = int(percent // MILESTONE_STEP) * MILESTONE_STEP
+        fired = getattr(updated, level_field)
+        for level in range(fired + MILESTONE_STEP, reached + 1, MILESTONE_STEP):
+            notices.append(Notice(kind, f"{kind.replace('_', ' ')} {level}%",
+                                  {"level": level, "signal_id": row.id, "price": tick.price}))
+            callbacks.append(CallbackCall(f"on_{kind}", (tick.ctx.symbol, public, level,
+                                                         tick.price, tick.when)))
+        if reached > fired:
+            updated = updated.evolve(**{level_field: reached})
+    move_percent = sign * (tick.price - row.price_open) / row.price_open * 100
+    if not row.breakeven_fired and move_percent >= tick.config.breakeven_move_percent - 1e-12:
+        updated = updated.evolve(breakeven_fired=True)
+        notices.append(Notice("breakeven", "breakeven available",
+                              {"signal_id": row.id, "price": tick.price}))
+        callbacks.append(CallbackCall("on_breakeven", (tick.ctx.symbol, public, tick.price,
+                                                       tick.when)))
+    result = tick.result("active", updated, percent_tp=percent_tp, percent_sl=percent_sl,
+                         pnl=pnl)
+    return TickOutcome(result=result, signal=updated if updated is not row else None,
+                       notices=notices, callbacks=callbacks)
+
+
+def _new_signal(tick: _Tick, answer: StrategyAnswer,
+                risk_check: RiskCheck | None) -> TickOutcome:
+    ctx, when = tick.ctx, tick.when
+    window = signal_window_of(when, ctx.interval)
+    if answer.error is not None:
+        return tick.idle(signal_window=window, notices=[Notice(
+            "error", f"get_signal failed: {answer.error}", {"stage": "get_signal"})])
+    if answer.raw is None:
+        return tick.idle(signal_window=window)
+    try:
+        valid = validate_signal(answer.raw, symbol=ctx.symbol, current_price=tick.price,
+                                config=tick.config)
+    except SignalValidationError as exc:
+        return tick.idle(signal_window=window, notices=[Notice(
+            "error", str(exc), {"stage": "validation", "reasons": exc.reasons})])
+
+    row = SignalRow(
+        id=valid.id, symbol=ctx.symbol, strategy_name=ctx.strategy_name,
+        exchange_name=ctx.exchange_name, position=valid.position, price_open=valid.price_open,
+        price_take_profit=valid.price_take_profit, price_stop_loss=valid.price_stop_loss,
+        minute_estimated_time=valid.minute_estimated_time, note=valid.note, cost=valid.cost,
+        state="scheduled", created_at=when, scheduled_at=when,
+    )
+    if risk_check is not None:
+        try:
+            note = risk_check(valid, row.public())
+        except Exception as exc:  # a validation that raises rejects, with its message
+            note = str(exc) or type(exc).__name__
+        if note:
+            # Not consuming the window: the risk check is tried again on the next tick.
+            return tick.idle(notices=[Notice("risk", note, {"signal_id": valid.id,
+                                                            "signal": row.public()})])
+    if not valid.immediate:
+        return TickOutcome(result=tick.result("scheduled", row), signal=row, slot="acquire",
+                           signal_window=window, callbacks=[CallbackCall(
+                               "on_schedule", (ctx.symbol, row.public(), tick.price, when))])
+    if tick.uses_broker:
+        opening = row.evolve(state="opening", order_in_flight=True)
+        return TickOutcome(result=tick.result("idle", opening), signal=opening, slot="acquire",
+                           signal_window=window, order=open_order(opening))
+    return record_open(ctx, row, when, slot="acquire", signal_window=window)
+
+
+# --- broker confirmations (called by the orders worker) ------------------------------------
+def confirm_open(ctx: KeyContext, row: SignalRow, fill_price: float | None,
+                 when: datetime) -> TickOutcome:
+    """The exchange filled the entry: the position is `opened` at its signal price, with the
+    exchange's fill price recorded next to it."""
+    return record_open(ctx, row.evolve(fill_price_open=fill_price), when)
+
+
+def reject_open(ctx: KeyContext, row: SignalRow, when: datetime, error: str) -> TickOutcome:
+    """Rollback of a rejected entry: the signal is dropped, its slot freed, an error event."""
+    dropped = row.evolve(state="cancelled", cancel_reason="rejected", closed_at=when,
+                         order_in_flight=False)
+    result = TickResult(action="idle", symbol=ctx.symbol, strategy_name=ctx.strategy_name,
+                        exchange_name=ctx.exchange_name, current_price=row.price_open,
+                        created_at=when, signal=dropped.public())
+    return TickOutcome(result=result, signal=dropped, slot="release", notices=[Notice(
+        "error", f"entry order rejected, signal {row.id} rolled back: {error}",
+        {"stage": "order_open", "signal_id": row.id})])
+
+
+def confirm_close(ctx: KeyContext, row: SignalRow, fill_price: float | None, when: datetime,
+                  config: Config, *, finished: bool = False) -> TickOutcome:
+    """The exchange filled the exit: record the close at the decided price (TP/SL exact)."""
+    reason = row.pending_close_reason or "closed"
+    price = row.pending_close_price if row.pending_close_price is not None else row.price_open
+    return record_close(ctx, row.evolve(fill_price_close=fill_price), reason, price, when,
+                        config, finished=finished)
+
+
+def reject_close(ctx: KeyContext, row: SignalRow, when: datetime, error: str,
+                 config: Config) -> TickOutcome:
+    """A rejected exit keeps the position (`closing`, retried every tick); after
+    CC_ORDER_CLOSE_RETRY_ATTEMPTS rejections the close is recorded and `exit` is raised."""
+    rejections = row.close_rejections + 1
+    kept = row.evolve(close_rejections=rejections, order_in_flight=False)
+    if rejections >= config.CC_ORDER_CLOSE_RETRY_ATTEMPTS:
+        price = kept.pending_close_price if kept.pending_close_price is not None \
+            else kept.price_open
+        outcome = record_close(ctx, kept, "closed", price, when, config)
+        outcome.notices.append(Notice(
+            "exit", f"close of signal {row.id} rejected {rejections} times; recorded as closed "
+            f"— check the position on the exchange: {error}",
+            {"signal_id": row.id, "attempts": rejections}))
+        return outcome
+    result = TickResult(action="idle", symbol=ctx.symbol, strategy_name=ctx.strategy_name,
+                        exchange_name=ctx.exchange_name, current_price=row.price_open,
+                        created_at=when, signal=kept.public())
+    return TickOutcome(result=result, signal=kept, notices=[Notice(
+        "error", f"exit order rejected ({rejections}/{config.CC_ORDER_CLOSE_RETRY_ATTEMPTS}) for "
+        f"signal {row.id}: {error}", {"stage": "order_close", "signal_id": row.id})])
+
+
+def unrealised(row: SignalRow, price: float, config: Config) -> Pnl:
+    return pnl_for(row.position, row.price_open, price, row.cost, config)

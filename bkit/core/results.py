@@ -1,0 +1,109 @@
+"""Tick results (SPEC §4) and the notices a tick produces. Pure data, JSON round-trippable."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from bkit.core.pnl import Pnl
+from bkit.core.signals import PublicSignal
+
+Action = Literal["idle", "scheduled", "waiting", "opened", "active", "closed", "cancelled"]
+#: Actions that `Live.run` yields.
+RUN_ACTIONS: frozenset[str] = frozenset({"opened", "closed", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What one tick did. `action` is the discriminator; unused fields stay None.
+
+    `current_price` is the VWAP of the tick, the entry price for `opened` and the close price
+    for `closed`. `pnl` is unrealised for `active`, realised for `closed`.
+    """
+
+    action: str
+    symbol: str
+    strategy_name: str
+    exchange_name: str
+    current_price: float
+    created_at: datetime
+    signal: PublicSignal | None = None
+    percent_tp: float | None = None
+    percent_sl: float | None = None
+    pnl: Pnl | None = None
+    close_reason: str | None = None
+    close_timestamp: datetime | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> TickResult:
+        signal = data.get("signal")
+        pnl = data.get("pnl")
+        return TickResult(
+            action=data["action"], symbol=data["symbol"], strategy_name=data["strategy_name"],
+            exchange_name=data["exchange_name"], current_price=data["current_price"],
+            created_at=_dt(data["created_at"]),
+            signal=None if signal is None else PublicSignal(**{
+                **signal, "scheduled_at": _dt(signal.get("scheduled_at")),
+                "pending_at": _dt(signal.get("pending_at"))}),
+            percent_tp=data.get("percent_tp"), percent_sl=data.get("percent_sl"),
+            pnl=None if pnl is None else Pnl(**pnl),
+            close_reason=data.get("close_reason"),
+            close_timestamp=_dt(data.get("close_timestamp")), reason=data.get("reason"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A side event of a tick for the event log and listeners: `error`, `risk`,
+    `partial_profit`, `partial_loss`, `breakeven`, `exit`, `done`."""
+
+    kind: str
+    message: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackCall:
+    """A strategy callback to run after the tick's state is safely stored."""
+
+    name: str
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """An order the broker must send for a signal (written to the outbox with the state)."""
+
+    kind: Literal["open", "close"]
+    signal_id: str
+    symbol: str
+    side: Literal["buy", "sell"]
+    position: str
+    price: float
+    cost: float
+
+
+def _dt(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    """`value` with datetimes turned into ISO strings, ready for `json.dumps`."""
+    return _jsonable(value)

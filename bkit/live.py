@@ -1,0 +1,233 @@
+"""The `Live` facade (SPEC §1): run, background, stop, tick, commands, list, data, reports.
+
+Ticks happen in workers (`celery -A bkit worker -B`) or in-process through `Live.tick`; both
+run `bkit.ticking.run_tick`. Everything `Live` reports is read from the database, so it sees
+the work of every process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from bkit.clock import SystemClock
+from bkit.core.registry import REGISTRY, get_config
+from bkit.core.results import RUN_ACTIONS, TickResult
+from bkit.core.statistics import ClosedTrade, ReportRow, compute_statistics
+from bkit.report.markdown import render_markdown_report
+from bkit.store import signal_rows
+from bkit.store.engine import get_engine, session_scope
+from bkit.store.event_log import event_as_dict, events_after, last_event_id
+from bkit.store.keys import ensure_key, find_key, set_command, set_status
+from bkit.store.migrations import ensure_schema
+from bkit.store.tables import EventRecord, SignalRecord, StrategySymbol
+from bkit.ticking import TickEnv, bucket_of, run_tick
+
+REPORT_ACTIONS = ("scheduled", "opened", "closed", "cancelled")
+
+
+class LiveApi:
+    """Singleton behind `bkit.Live`."""
+
+    def __init__(self) -> None:
+        self._env: TickEnv | None = None
+        self._lock = threading.Lock()
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def _engine(self) -> Any:
+        engine = get_engine()
+        ensure_schema(engine)
+        return engine
+
+    def _check_names(self, strategy_name: str, exchange_name: str) -> None:
+        REGISTRY.strategy(strategy_name)  # raises UnknownNameError naming it
+        REGISTRY.exchange(exchange_name)
+
+    def _key_id(self, symbol: str, strategy_name: str, exchange_name: str,
+                *, create: bool = True) -> int:
+        if not isinstance(symbol, str) or not symbol.strip():
+            raise ValueError(f"symbol must be a non-empty string, got {symbol!r}")
+        self._check_names(strategy_name, exchange_name)
+        engine = self._engine()
+        if create:
+            return ensure_key(engine, strategy_name, exchange_name, symbol)
+        with session_scope(engine) as session:
+            key = find_key(session, strategy_name, exchange_name, symbol)
+        if key is None or key.id is None:
+            raise ValueError(f"no live key {strategy_name}/{exchange_name}/{symbol}; "
+                             "start it with Live.run or Live.background first")
+        return key.id
+
+    def _tick_env(self) -> TickEnv:
+        with self._lock:
+            if self._env is None or self._env.engine is not get_engine():
+                from bkit.settings import get_settings
+
+                settings = get_settings()
+                self._env = TickEnv(engine=self._engine(), clock=SystemClock(),
+                                    lease_seconds=settings.lease_seconds,
+                                    uses_broker=settings.order_broker != "none")
+            return self._env
+
+    def _start(self, symbol: str, strategy_name: str, exchange_name: str) -> int:
+        key_id = self._key_id(symbol, strategy_name, exchange_name)
+        engine = self._engine()
+        with session_scope(engine) as session:
+            status = session.get(StrategySymbol, key_id).status  # type: ignore[union-attr]
+        if status in ("disabled", "draining"):
+            set_status(engine, [key_id], "enabled", actor="Live.run")
+        return key_id
+
+    # --- SPEC §1 ----------------------------------------------------------------------------
+    def tick(self, symbol: str, strategy_name: str, exchange_name: str,
+             when: datetime) -> TickResult | None:
+        """One tick at `when` (floored to the minute), synchronously, in this process, with the
+        same code as the worker. None if this minute was already ticked for the key."""
+        key_id = self._key_id(symbol, strategy_name, exchange_name)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return run_tick(self._tick_env(), key_id, bucket_of(when))
+
+    def run(self, symbol: str, strategy_name: str, exchange_name: str, *,
+            poll_seconds: float = 0.25) -> Iterator[TickResult]:
+        """Yield `opened`, `closed` and `cancelled` results of the key as workers (or
+        `Live.tick`) produce them, in any process. Ends after a stop has finished."""
+        key_id = self._start(symbol, strategy_name, exchange_name)
+        engine = self._engine()
+        with session_scope(engine) as session:
+            after = last_event_id(session)
+        while True:
+            with session_scope(engine) as session:
+                rows = [event_as_dict(r) for r in events_after(
+                    session, after, key_id=key_id, kinds=("signal", "done"))]
+            for row in rows:
+                after = row["id"]
+                if row["kind"] == "done":
+                    return
+                if row["action"] in RUN_ACTIONS:
+                    yield TickResult.from_dict(row["payload"])
+            if not rows:
+                time.sleep(poll_seconds)
+
+    def background(self, symbol: str, strategy_name: str, exchange_name: str
+                   ) -> Callable[[], None]:
+        """Run the key in the background (workers tick it; listeners get its events) and
+        return `cancel()`, which stops it: no new signals, an open position runs to its close,
+        then `listen_done_live` fires once."""
+        from bkit import events
+
+        self._start(symbol, strategy_name, exchange_name)
+        events._ensure_follower()
+
+        def cancel() -> None:
+            self.stop(symbol, strategy_name, exchange_name)
+        return cancel
+
+    def stop(self, symbol: str, strategy_name: str, exchange_name: str) -> None:
+        """No new signals; a scheduled entry is cancelled (user) on the next tick; an open
+        position keeps being monitored until TP, SL or time. Not "close now"."""
+        key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
+        set_status(self._engine(), [key_id], "draining", actor="Live.stop")
+
+    def close_position(self, symbol: str, strategy_name: str, exchange_name: str) -> None:
+        """Close the open position at market on the next tick (close reason `closed`)."""
+        key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
+        set_command(self._engine(), key_id, "close_position")
+
+    def cancel_scheduled(self, symbol: str, strategy_name: str, exchange_name: str) -> None:
+        """Cancel a resting (scheduled) entry on the next tick (cancel reason `user`)."""
+        key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
+        set_command(self._engine(), key_id, "cancel_scheduled")
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every key with its status and live signal (id, state) if any."""
+        engine = self._engine()
+        with session_scope(engine) as session:
+            keys = list(session.execute(select(StrategySymbol).order_by(StrategySymbol.id))
+                        .scalars())
+            out = []
+            for key in keys:
+                assert key.id is not None
+                live = signal_rows.live_signal(session, key.id)
+                out.append({"id": key.id, "symbol": key.symbol,
+                            "strategy_name": key.strategy_name,
+                            "exchange_name": key.exchange_name, "status": key.status,
+                            "last_tick_at": key.last_tick_at,
+                            "signal_id": None if live is None else live.signal_id,
+                            "signal_state": None if live is None else live.state})
+        return out
+
+    def _closed_trades(self, key_id: int) -> list[ClosedTrade]:
+        with session_scope(self._engine()) as session:
+            records = session.execute(select(SignalRecord).where(
+                SignalRecord.key_id == key_id, SignalRecord.state == "closed")
+                .order_by(SignalRecord.closed_at)).scalars()
+            return [ClosedTrade(signal_id=r.signal_id, symbol=r.symbol, position=r.position,
+                                pnl_percentage=r.pnl_percentage or 0.0,
+                                pnl_cost=r.pnl_cost or 0.0,
+                                opened_at=r.pending_at or r.created_at,
+                                closed_at=r.closed_at or r.created_at,
+                                close_reason=r.close_reason or "")
+                    for r in records]
+
+    def _report_rows(self, key_id: int, limit: int) -> list[ReportRow]:
+        with session_scope(self._engine()) as session:
+            records = list(session.execute(select(EventRecord).where(
+                EventRecord.key_id == key_id, EventRecord.kind == "signal",
+                EventRecord.action.in_(REPORT_ACTIONS))  # type: ignore[union-attr]
+                .order_by(EventRecord.id.desc()).limit(limit)).scalars())  # type: ignore
+        rows = []
+        for record in reversed(records):
+            result = TickResult.from_dict(record.payload or {})
+            signal = result.signal
+            rows.append(ReportRow(
+                timestamp=result.created_at, action=result.action, symbol=result.symbol,
+                signal_id=None if signal is None else signal.id,
+                position=None if signal is None else signal.position,
+                price_open=None if signal is None else signal.price_open,
+                price_take_profit=None if signal is None else signal.price_take_profit,
+                price_stop_loss=None if signal is None else signal.price_stop_loss,
+                pnl_percentage=None if result.pnl is None else result.pnl.pnl_percentage,
+                close_reason=result.close_reason or result.reason))
+        return rows
+
+    def get_data(self, symbol: str, strategy_name: str, exchange_name: str) -> dict[str, Any]:
+        """Statistics of SPEC §9 over the key's closed trades, plus `event_list`."""
+        key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
+        stats = compute_statistics(self._closed_trades(key_id))
+        data = asdict(stats)
+        data["event_list"] = self._report_rows(key_id, get_config().CC_MAX_LIVE_MARKDOWN_ROWS)
+        return data
+
+    def get_report(self, symbol: str, strategy_name: str, exchange_name: str) -> str:
+        """The Markdown report of SPEC §9 for the key."""
+        key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
+        limit = get_config().CC_MAX_LIVE_MARKDOWN_ROWS
+        stats = compute_statistics(self._closed_trades(key_id))
+        return render_markdown_report(f"{strategy_name} · {exchange_name} · {symbol}",
+                                      self._report_rows(key_id, limit), stats, max_rows=limit,
+                                      generated_at=datetime.now(UTC))
+
+    def dump(self, symbol: str, strategy_name: str, exchange_name: str,
+             path: str | Path = "./dump/live") -> Path:
+        """Write the Markdown report to `path/{strategy}_{exchange}_{symbol}.md` atomically."""
+        report = self.get_report(symbol, strategy_name, exchange_name)
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in
+                       f"{strategy_name}_{exchange_name}_{symbol}")
+        target = folder / f"{safe}.md"
+        temp = target.with_suffix(".md.tmp")
+        temp.write_text(report, encoding="utf-8")
+        temp.replace(target)
+        return target
+
+
+Live = LiveApi()

@@ -1,0 +1,78 @@
+"""The per-process runtime: settings → engine, clock, tick environment, strategy modules."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import threading
+
+from bkit.clock import clock_from_settings
+from bkit.core.errors import BkitError
+from bkit.settings import get_settings
+from bkit.store.engine import get_engine
+from bkit.store.migrations import ensure_schema
+from bkit.ticking import TickEnv
+
+log = logging.getLogger("bkit.runtime")
+_env: tuple[int, TickEnv] | None = None
+_lock = threading.Lock()
+_imported: set[str] = set()
+
+
+class StrategyImportError(BkitError):
+    """A module named in BKIT_STRATEGIES could not be imported."""
+
+
+def import_strategy_modules(modules: list[str] | None = None) -> list[str]:
+    """Import the user's strategy modules (BKIT_STRATEGIES) once per process.
+
+    The current directory is put on sys.path so `BKIT_STRATEGIES=my_strategies` works from
+    a project folder. A failing module raises `StrategyImportError` naming it and the cause.
+    """
+    names = get_settings().strategy_modules if modules is None else modules
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    done = []
+    for name in names:
+        if name in _imported:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise StrategyImportError(
+                f"cannot import strategy module {name!r} (BKIT_STRATEGIES): "
+                f"{type(exc).__name__}: {exc}") from exc
+        _imported.add(name)
+        done.append(name)
+    return done
+
+
+def _enqueue_submit(intent_id: int) -> None:
+    from bkit.celery import app
+
+    app.send_task("bkit.orders.submit", args=[intent_id], queue="orders")
+
+
+def tick_env() -> TickEnv:
+    """This process's tick environment (rebuilt after a fork)."""
+    global _env
+    pid = os.getpid()
+    if _env is None or _env[0] != pid:
+        with _lock:
+            if _env is None or _env[0] != pid:
+                settings = get_settings()
+                engine = get_engine()
+                ensure_schema(engine)
+                env = TickEnv(engine=engine, clock=clock_from_settings(),
+                              lease_seconds=settings.lease_seconds,
+                              uses_broker=settings.order_broker != "none",
+                              enqueue_order=_enqueue_submit)
+                _env = (pid, env)
+    return _env[1]
+
+
+def reset_runtime() -> None:
+    global _env
+    _env = None

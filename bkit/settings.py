@@ -1,0 +1,67 @@
+"""Runtime settings from the environment or a `.env` file (prefix `BKIT_`).
+
+No settings at all gives the embedded default: SQLite and a `filesystem://` broker under the
+user's data directory. Scale-out: `BKIT_DATABASE_URL=postgresql+psycopg://…` and
+`BKIT_BROKER_URL=redis://…`. Secrets (exchange API keys) are read by the exchange layer from
+the environment only and never appear here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BKIT_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path(user_data_dir("bkit")))
+    database_url: str | None = None
+    broker_url: str | None = None
+    #: Beat period of the tick fan-out, in (market) seconds.
+    tick_seconds: float = 61.0
+    #: Comma-separated modules holding the user's add_exchange/add_strategy calls.
+    strategies: str = ""
+    #: Soft/hard time limits of a tick task and the per-key lease, in wall seconds.
+    tick_soft_limit: float = 40.0
+    tick_hard_limit: float = 50.0
+    lease_seconds: float = 55.0
+    #: Order broker: "none" (signals only), "paper" or "ccxt".
+    order_broker: str = "none"
+    #: Replay clock (demo, tests, soak): market now = start + (real now − epoch) × speed.
+    replay_start: datetime | None = None
+    replay_speed: float = 60.0
+    replay_epoch: datetime | None = None
+    #: Paper exchange candles: a CSV path (default: the sample shipped in bkit/data).
+    paper_candles: str | None = None
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'bkit.sqlite'}"
+
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def strategy_modules(self) -> list[str]:
+        return [m.strip() for m in self.strategies.split(",") if m.strip()]
+
+    @property
+    def embedded(self) -> bool:
+        return self.resolved_broker_url().startswith("filesystem")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings so the next `get_settings()` re-reads the environment."""
+    get_settings.cache_clear()

@@ -1,0 +1,143 @@
+"""Keys (strategy × exchange × symbol): creation, status changes, the per-minute claim."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from bkit.store.engine import session_scope
+from bkit.store.tables import BkitSetting, EventRecord, StrategySymbol
+
+KEY_STATUSES = ("enabled", "draining", "paused", "disabled")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on a key for one tick minute; `version` fences the write-back."""
+
+    key_id: int
+    bucket: int
+    owner: str
+    version: int
+
+
+def find_key(session: Session, strategy_name: str, exchange_name: str, symbol: str
+             ) -> StrategySymbol | None:
+    stmt = select(StrategySymbol).where(StrategySymbol.strategy_name == strategy_name,
+                                        StrategySymbol.exchange_name == exchange_name,
+                                        StrategySymbol.symbol == symbol)
+    return session.execute(stmt).scalars().first()
+
+
+def ensure_key(engine: Engine, strategy_name: str, exchange_name: str, symbol: str,
+               *, status: str = "enabled") -> int:
+    """The key's id, creating it with `status` if it does not exist (an existing key keeps
+    its status: the admin's disable/drain/pause wins)."""
+    with session_scope(engine) as session:
+        key = find_key(session, strategy_name, exchange_name, symbol)
+        if key is not None:
+            assert key.id is not None
+            return key.id
+    now = datetime.now(UTC)
+    try:
+        with session_scope(engine) as session:
+            key = StrategySymbol(strategy_name=strategy_name, exchange_name=exchange_name,
+                                 symbol=symbol, status=status, created_at=now, updated_at=now)
+            session.add(key)
+            session.flush()
+            assert key.id is not None
+            return key.id
+    except IntegrityError:  # created concurrently by another process
+        with session_scope(engine) as session:
+            key = find_key(session, strategy_name, exchange_name, symbol)
+            assert key is not None and key.id is not None
+            return key.id
+
+
+def claim_key(engine: Engine, key_id: int, bucket: int, owner: str, lease_seconds: float
+              ) -> Claim | None:
+    """Claim `key_id` for tick minute `bucket`: one conditional UPDATE, committed at once.
+
+    Succeeds only if the minute was not ticked yet, the key is not disabled and no live lease
+    is held. None means a duplicate beat, a redelivered message or another worker has it.
+    """
+    now = datetime.now(UTC)
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(StrategySymbol)
+            .where(StrategySymbol.id == key_id, StrategySymbol.last_bucket < bucket,
+                   StrategySymbol.status != "disabled",
+                   or_(StrategySymbol.lease_until.is_(None),  # type: ignore[union-attr]
+                       StrategySymbol.lease_until < now))  # type: ignore[operator]
+            .values(last_bucket=bucket, lease_owner=owner,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    lease_version=StrategySymbol.lease_version + 1)
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        version = session.execute(select(StrategySymbol.lease_version)
+                                  .where(StrategySymbol.id == key_id)).scalar_one()
+    return Claim(key_id, bucket, owner, int(version))
+
+
+def release_claim(engine: Engine, claim: Claim, **values: object) -> bool:
+    """Give the lease back (after a failed tick), if it is still ours."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(StrategySymbol)
+            .where(StrategySymbol.id == claim.key_id, StrategySymbol.lease_owner == claim.owner,
+                   StrategySymbol.lease_version == claim.version)
+            .values(lease_owner=None, lease_until=None, **values)
+            .execution_options(synchronize_session=False))
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def set_status(engine: Engine, key_ids: list[int], status: str, *, actor: str = "api",
+               when: datetime | None = None) -> int:
+    """Change keys' status (enabled/draining/paused/disabled) and record it in the event log."""
+    if status not in KEY_STATUSES:
+        raise ValueError(f"status must be one of {KEY_STATUSES}, got {status!r}")
+    now = datetime.now(UTC)
+    with session_scope(engine) as session:
+        changed = 0
+        for key in session.execute(select(StrategySymbol).where(
+                StrategySymbol.id.in_(key_ids)).with_for_update()).scalars():  # type: ignore
+            if key.status == status:
+                continue
+            session.add(EventRecord(
+                key_id=key.id, kind="admin", symbol=key.symbol,
+                strategy_name=key.strategy_name, exchange_name=key.exchange_name,
+                message=f"{actor}: status {key.status} -> {status}", origin=actor,
+                created_at=when or now,
+                payload={"actor": actor, "from": key.status, "to": status,
+                         "at": now.isoformat()}))
+            key.status = status
+            key.updated_at = now
+            changed += 1
+        return changed
+
+
+def set_command(engine: Engine, key_id: int, command: str) -> None:
+    """Queue a user command (close_position / cancel_scheduled) for the key's next tick."""
+    with session_scope(engine) as session:
+        session.execute(update(StrategySymbol).where(StrategySymbol.id == key_id)
+                        .values(command=command, updated_at=datetime.now(UTC))
+                        .execution_options(synchronize_session=False))
+
+
+def enabled_key_ids(engine: Engine) -> list[int]:
+    """Keys the fan-out ticks: every status but disabled (draining and paused keys still
+    manage their open positions)."""
+    with session_scope(engine) as session:
+        return [int(i) for i in session.execute(
+            select(StrategySymbol.id).where(StrategySymbol.status != "disabled")
+            .order_by(StrategySymbol.id)).scalars()]
+
+
+def is_halted(session: Session) -> bool:
+    row = session.get(BkitSetting, "halt")
+    return row is not None and row.value == "1"

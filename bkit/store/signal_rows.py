@@ -1,0 +1,58 @@
+"""Mapping between the core's `SignalRow` and the `signal` table."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from bkit.core.signals import LIVE_STATES, SignalRow
+from bkit.store.tables import SignalRecord
+
+_ROW_FIELDS = [f.name for f in fields(SignalRow) if f.name not in ("id", "extra")]
+
+
+def to_core(record: SignalRecord) -> SignalRow:
+    values = {name: getattr(record, name) for name in _ROW_FIELDS}
+    return SignalRow(id=record.signal_id, extra=dict(record.extra or {}), **values)
+
+
+def apply_to_record(record: SignalRecord, row: SignalRow, now: datetime) -> SignalRecord:
+    for name in _ROW_FIELDS:
+        setattr(record, name, getattr(row, name))
+    record.signal_id = row.id
+    record.extra = dict(row.extra) or None
+    record.updated_at = now
+    return record
+
+
+def new_record(key_id: int, row: SignalRow, now: datetime) -> SignalRecord:
+    record = SignalRecord(key_id=key_id, signal_id=row.id, symbol=row.symbol,
+                          strategy_name=row.strategy_name, exchange_name=row.exchange_name,
+                          position=row.position, state=row.state, price_open=row.price_open,
+                          price_take_profit=row.price_take_profit,
+                          price_stop_loss=row.price_stop_loss,
+                          minute_estimated_time=row.minute_estimated_time, cost=row.cost,
+                          created_at=row.created_at)
+    return apply_to_record(record, row, now)
+
+
+def live_signal(session: Session, key_id: int, *, for_update: bool = False
+                ) -> SignalRecord | None:
+    """The key's live signal row (at most one, enforced by a partial unique index)."""
+    stmt = select(SignalRecord).where(SignalRecord.key_id == key_id,
+                                      SignalRecord.state.in_(sorted(LIVE_STATES)))  # type: ignore[attr-defined]
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return session.execute(stmt).scalars().first()
+
+
+def find_signal(session: Session, key_id: int, signal_id: str, *, for_update: bool = False
+                ) -> SignalRecord | None:
+    stmt = select(SignalRecord).where(SignalRecord.key_id == key_id,
+                                      SignalRecord.signal_id == signal_id)
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return session.execute(stmt).scalars().first()

@@ -1,0 +1,197 @@
+"""SQLModel tables: keys, signals (live and history), risk slots, events, the order outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Index, Integer, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+from bkit.store.types import JSONText, UTCDateTime
+
+LIVE_STATES_SQL = "state IN ('scheduled','opening','opened','closing')"
+
+
+def _dt(**kw: Any) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, **kw)
+
+
+class StrategySymbol(SQLModel, table=True):
+    """One key: strategy × exchange × symbol. `status`: enabled | draining | paused | disabled.
+
+    `last_bucket` is the last tick minute (epoch minutes) claimed; `lease_*` fence the worker
+    that holds the key between claim and write-back.
+    """
+
+    __tablename__ = "strategy_symbol"
+    __table_args__ = (UniqueConstraint("strategy_name", "exchange_name", "symbol",
+                                       name="uq_strategy_symbol_key"),
+                      Index("ix_strategy_symbol_status", "status"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    strategy_name: str = Field(max_length=64)
+    exchange_name: str = Field(max_length=64)
+    symbol: str = Field(max_length=64)
+    status: str = Field(default="enabled", max_length=16)
+    last_bucket: int = Field(default=-1, sa_type=BigInteger)
+    lease_owner: str | None = Field(default=None, max_length=96)
+    lease_until: datetime | None = _dt()
+    lease_version: int = 0
+    signal_window: int | None = Field(default=None, sa_type=BigInteger)
+    command: str | None = Field(default=None, max_length=32)
+    last_tick_at: datetime | None = _dt()
+    last_tick_lag_ms: float | None = None
+    last_error_at: datetime | None = _dt()
+    created_at: datetime | None = _dt()
+    updated_at: datetime | None = _dt()
+
+
+class SignalRecord(SQLModel, table=True):
+    """One signal ever made. Terminal rows (closed, cancelled) stay as the trade history.
+    A partial unique index allows at most one live signal per key."""
+
+    __tablename__ = "signal"
+    __table_args__ = (
+        UniqueConstraint("key_id", "signal_id", name="uq_signal_key_signal_id"),
+        Index("uq_signal_one_live_per_key", "key_id", unique=True,
+              postgresql_where=text(LIVE_STATES_SQL), sqlite_where=text(LIVE_STATES_SQL)),
+        Index("ix_signal_key_state", "key_id", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_id: int = Field(foreign_key="strategy_symbol.id")
+    signal_id: str = Field(max_length=64)
+    symbol: str = Field(max_length=64)
+    strategy_name: str = Field(max_length=64)
+    exchange_name: str = Field(max_length=64)
+    position: str = Field(max_length=8)
+    state: str = Field(max_length=16)
+    price_open: float
+    price_take_profit: float
+    price_stop_loss: float
+    minute_estimated_time: int
+    note: str = ""
+    cost: float
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    scheduled_at: datetime | None = _dt()
+    pending_at: datetime | None = _dt()
+    partial_profit_level: int = 0
+    partial_loss_level: int = 0
+    breakeven_fired: bool = False
+    pending_close_reason: str | None = None
+    pending_close_price: float | None = None
+    close_rejections: int = 0
+    order_in_flight: bool = False
+    close_reason: str | None = None
+    cancel_reason: str | None = None
+    closed_at: datetime | None = _dt()
+    price_close: float | None = None
+    pnl_percentage: float | None = None
+    pnl_cost: float | None = None
+    fill_price_open: float | None = None
+    fill_price_close: float | None = None
+    extra: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
+    updated_at: datetime | None = _dt()
+
+
+class RiskBudget(SQLModel, table=True):
+    """One row per risk profile: the lock that serialises slot counting across workers."""
+
+    __tablename__ = "risk_budget"
+
+    risk_name: str = Field(primary_key=True, max_length=64)
+    version: int = 0
+
+
+class RiskSlot(SQLModel, table=True):
+    """A position or scheduled entry holding a place in a risk profile's budget."""
+
+    __tablename__ = "risk_slot"
+    __table_args__ = (UniqueConstraint("risk_name", "signal_id", name="uq_risk_slot_signal"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    risk_name: str = Field(max_length=64, index=True)
+    key_id: int = Field(foreign_key="strategy_symbol.id")
+    signal_id: str = Field(max_length=64)
+    symbol: str = Field(max_length=64)
+    strategy_name: str = Field(max_length=64)
+    exchange_name: str = Field(max_length=64)
+    acquired_at: datetime | None = _dt()
+
+
+class EventRecord(SQLModel, table=True):
+    """Append-only log of tick results, notices and admin actions, ordered by id. The source
+    of `Live.run`, of listeners in other processes, of reports and statistics."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_key_id_id", "key_id", "id"),
+                      Index("ix_event_kind_id", "kind", "id"))
+
+    id: int | None = Field(default=None, sa_column=Column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    key_id: int | None = Field(default=None, index=False)
+    kind: str = Field(max_length=24)
+    action: str | None = Field(default=None, max_length=16)
+    symbol: str | None = Field(default=None, max_length=64)
+    strategy_name: str | None = Field(default=None, max_length=64)
+    exchange_name: str | None = Field(default=None, max_length=64)
+    signal_id: str | None = Field(default=None, max_length=64)
+    message: str = ""
+    origin: str | None = Field(default=None, max_length=96)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    payload: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
+
+
+class OrderIntent(SQLModel, table=True):
+    """The outbox: an order to send for a signal, written with the signal's state change.
+
+    status: pending | sending | acked | filled | rejected | unknown | abandoned.
+    `client_order_id` is deterministic and unique, so a resend can be looked up first.
+    """
+
+    __tablename__ = "order_intent"
+    __table_args__ = (Index("ix_order_intent_status_next", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_id: int = Field(foreign_key="strategy_symbol.id")
+    signal_id: str = Field(max_length=64)
+    kind: str = Field(max_length=8)
+    client_order_id: str = Field(max_length=36, unique=True)
+    exchange_name: str = Field(max_length=64)
+    symbol: str = Field(max_length=64)
+    side: str = Field(max_length=4)
+    order_type: str = Field(default="market", max_length=8)
+    amount: float | None = None
+    price: float
+    cost: float
+    status: str = Field(default="pending", max_length=12)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _dt()
+    sending_until: datetime | None = _dt()
+    exchange_order_id: str | None = Field(default=None, max_length=64)
+    filled_amount: float | None = None
+    fill_price: float | None = None
+    last_error: str | None = None
+    created_at: datetime | None = _dt()
+    updated_at: datetime | None = _dt()
+
+
+class BkitSetting(SQLModel, table=True):
+    """Small key/value flags shared by every process (e.g. the global halt switch)."""
+
+    __tablename__ = "bkit_setting"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = ""
+    updated_at: datetime | None = _dt()
+
+
+class SchemaVersion(SQLModel, table=True):
+    """The schema version this database was migrated to."""
+
+    __tablename__ = "bkit_schema"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int
+    migrated_at: datetime | None = _dt()

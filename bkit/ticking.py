@@ -1,0 +1,383 @@
+"""The tick of one key, exactly as DESIGN "The tick" (the worker task and `Live.tick` both
+call `run_tick`):
+
+1. claim the key for the minute (conditional UPDATE, committed at once);
+2. outside any transaction: price (VWAP) and, if the state machine asks, `get_signal`;
+3. one short transaction: lock the key and its live signal (`SELECT … FOR UPDATE`), check the
+   fencing version, apply the pure state machine, write signal, risk slots, events and any
+   order intent, release the lease, commit;
+4. after commit: strategy callbacks, listeners of this process, enqueue order submits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from bkit import events
+from bkit.clock import Clock
+from bkit.core.candles import floor_to_minute
+from bkit.core.config import Config
+from bkit.core.errors import BkitError
+from bkit.core.machine import (
+    KeyContext,
+    KeyState,
+    StrategyAnswer,
+    TickOutcome,
+    advance,
+    wants_signal,
+)
+from bkit.core.registry import REGISTRY, Registry, RiskSchema, StrategySchema, get_config
+from bkit.core.results import CallbackCall, Notice, OrderRequest, TickResult
+from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
+from bkit.pricing import PriceUnavailableError, tick_price
+from bkit.store import signal_rows
+from bkit.store.engine import session_scope
+from bkit.store.event_log import event_as_dict, notice_event, result_event
+from bkit.store.keys import Claim, claim_key, release_claim
+from bkit.store.tables import EventRecord, OrderIntent, RiskBudget, RiskSlot, StrategySymbol
+
+log = logging.getLogger("bkit.tick")
+
+
+class LeaseLostError(BkitError):
+    """Another worker took the key over (our lease expired): nothing was written."""
+
+
+@dataclass
+class TickEnv:
+    """What a tick needs from its process: database, clock, registry and broker hooks."""
+
+    engine: Engine
+    clock: Clock
+    registry: Registry = REGISTRY
+    config: Callable[[], Config] = get_config
+    lease_seconds: float = 55.0
+    uses_broker: bool = False
+    enqueue_order: Callable[[int], None] | None = None
+    seen_signals: set[str] = field(default_factory=set)  # restored-signal detection
+
+    @property
+    def origin(self) -> str:
+        return events.process_origin()
+
+
+def bucket_of(when: datetime) -> int:
+    """The tick minute of `when` (epoch minutes, UTC)."""
+    return int(floor_to_minute(when).timestamp() // 60)
+
+
+def minute_of(bucket: int) -> datetime:
+    return datetime.fromtimestamp(bucket * 60, tz=UTC)
+
+
+def client_order_id(key_id: int, signal_id: str, kind: str, attempt: int) -> str:
+    """Deterministic, short, venue-safe id: `bk` + 30 hex of (key, signal, kind, attempt)."""
+    digest = hashlib.sha256(f"{key_id}:{signal_id}:{kind}:{attempt}".encode()).hexdigest()
+    return f"bk{digest[:30]}"
+
+
+@dataclass
+class _Snapshot:
+    key: StrategySymbol
+    signal: SignalRow | None
+
+
+def _load(engine: Engine, key_id: int) -> _Snapshot:
+    with session_scope(engine) as session:
+        key = session.get(StrategySymbol, key_id)
+        if key is None:
+            raise BkitError(f"key {key_id} does not exist")
+        record = signal_rows.live_signal(session, key_id)
+        return _Snapshot(key, None if record is None else signal_rows.to_core(record))
+
+
+def _ask_strategy(strategy: StrategySchema, symbol: str, when: datetime, price: float
+                  ) -> StrategyAnswer:
+    try:
+        return StrategyAnswer(raw=strategy.get_signal(symbol, when, price))
+    except Exception as exc:  # the strategy's bug is an error event, never a crashed tick
+        return StrategyAnswer(error=f"{type(exc).__name__}: {exc}")
+
+
+def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
+    """Tick `key_id` for minute `bucket`. None: not claimed (already ticked this minute,
+    disabled, or leased elsewhere) or the tick failed (an error event says why)."""
+    started = time.perf_counter()
+    claim = claim_key(env.engine, key_id, bucket, env.origin, env.lease_seconds)
+    if claim is None:
+        return None
+    when = minute_of(bucket)
+    try:
+        snap = _load(env.engine, key_id)
+        key = snap.key
+        ctx_names = (key.symbol, key.strategy_name, key.exchange_name)
+        strategy = env.registry.strategy(key.strategy_name)
+        exchange = env.registry.exchange(key.exchange_name)
+        risk = env.registry.risk(strategy.risk_name) if strategy.risk_name else None
+        config = env.config()
+        price = tick_price(exchange, key.symbol, when, config)
+    except (BkitError, PriceUnavailableError) as exc:
+        names = locals().get("ctx_names", (None, None, None))
+        _fail(env, claim, when, str(exc), names)
+        return None
+
+    ctx = KeyContext(key.symbol, key.strategy_name, key.exchange_name, strategy.interval)
+    pre_state = KeyState(snap.signal, key.status, key.signal_window, key.command)  # type: ignore
+    answer = None
+    if wants_signal(pre_state, when, strategy.interval):
+        answer = _ask_strategy(strategy, key.symbol, when, price)
+
+    try:
+        outcome, records, intent_ids, restored = _write_back(
+            env, claim, ctx, when, price, config, answer, risk, started)
+    except LeaseLostError as exc:
+        log.warning("tick %s bucket %s: %s", key_id, bucket, exc)
+        return None
+    except Exception as exc:
+        _fail(env, claim, when, f"tick write-back failed: {type(exc).__name__}: {exc}",
+              (key.symbol, key.strategy_name, key.exchange_name))
+        raise
+    _after_commit(env, key_id, strategy, ctx, outcome, records, intent_ids, restored, when,
+                  price)
+    return outcome.result
+
+
+def _fail(env: TickEnv, claim: Claim, when: datetime, message: str,
+          names: tuple[str | None, str | None, str | None]) -> None:
+    """A failed tick: an error event and the lease given back; the next minute retries."""
+    symbol, strategy_name, exchange_name = names
+    record = EventRecord(key_id=claim.key_id, kind="error", symbol=symbol,
+                         strategy_name=strategy_name, exchange_name=exchange_name,
+                         message=message, origin=env.origin, created_at=when,
+                         payload={"stage": "tick"})
+    try:
+        with session_scope(env.engine) as session:
+            session.add(record)
+            session.flush()
+            dispatched = event_as_dict(record)
+        release_claim(env.engine, claim, last_error_at=datetime.now(UTC))
+        events.dispatch([dispatched])
+    except Exception:
+        log.exception("could not record a failed tick of key %s: %s", claim.key_id, message)
+
+
+def _risk_check(session: Session, risk: RiskSchema, ctx: KeyContext, when: datetime,
+                price: float) -> Callable[[ValidSignal, PublicSignal], str | None]:
+    def check(valid: ValidSignal, public: PublicSignal) -> str | None:
+        _lock_budget(session, risk.risk_name)
+        slots = list(session.execute(select(RiskSlot).where(
+            RiskSlot.risk_name == risk.risk_name)).scalars())
+        if risk.max_concurrent_positions is not None and \
+                len(slots) >= risk.max_concurrent_positions:
+            return (f"risk {risk.risk_name}: {len(slots)} of "
+                    f"{risk.max_concurrent_positions} concurrent positions in use")
+        payload = {
+            "symbol": ctx.symbol, "strategy_name": ctx.strategy_name,
+            "exchange_name": ctx.exchange_name, "current_price": price, "when": when,
+            "signal": public, "active_position_count": len(slots),
+            "active_positions": [{"symbol": s.symbol, "strategy_name": s.strategy_name,
+                                  "exchange_name": s.exchange_name, "signal_id": s.signal_id}
+                                 for s in slots]}
+        for validation in risk.validations:
+            try:
+                verdict = validation.validate(payload)
+            except Exception as exc:
+                return str(exc) or validation.note or type(exc).__name__
+            if verdict:
+                return verdict if isinstance(verdict, str) else (validation.note or "rejected")
+        return None
+    return check
+
+
+def _lock_budget(session: Session, risk_name: str) -> None:
+    """Serialise slot counting of one risk profile across workers (a row lock on
+    PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises every writer)."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(RiskBudget).values(risk_name=risk_name, version=0)
+                    .on_conflict_do_nothing(index_elements=["risk_name"]))
+    session.execute(select(RiskBudget).where(RiskBudget.risk_name == risk_name)
+                    .with_for_update())
+
+
+def _write_back(env: TickEnv, claim: Claim, ctx: KeyContext, when: datetime, price: float,
+                config: Config, answer: StrategyAnswer | None, risk: RiskSchema | None,
+                started: float) -> tuple[TickOutcome, list[dict[str, Any]], list[int],
+                                         SignalRow | None]:
+    now = datetime.now(UTC)
+    with session_scope(env.engine) as session:
+        key = session.execute(select(StrategySymbol).where(StrategySymbol.id == claim.key_id)
+                              .with_for_update()
+                              .execution_options(populate_existing=True)).scalar_one()
+        if key.lease_owner != claim.owner or key.lease_version != claim.version:
+            raise LeaseLostError(f"lease of key {claim.key_id} lost (now held by "
+                                 f"{key.lease_owner!r} v{key.lease_version})")
+        record = signal_rows.live_signal(session, claim.key_id, for_update=True)
+        row = None if record is None else signal_rows.to_core(record)
+        restored = row if row is not None and row.id not in env.seen_signals else None
+        state = KeyState(row, key.status, key.signal_window, key.command)  # type: ignore
+        check = _risk_check(session, risk, ctx, when, price) if risk else None
+        outcome = advance(ctx, state, when, price, config, answer=answer, risk_check=check,
+                          uses_broker=env.uses_broker)
+        if outcome.signal is not None and record is None and \
+                signal_rows.find_signal(session, claim.key_id, outcome.signal.id) is not None:
+            # A strategy reused a signal id of this key: refuse it, never overwrite history.
+            outcome = TickOutcome(result=TickResult(
+                "idle", ctx.symbol, ctx.strategy_name, ctx.exchange_name, price, when),
+                notices=[Notice("error", f"signal id {outcome.signal.id!r} already used "
+                                "for this key", {"stage": "validation"})],
+                signal_window=outcome.signal_window)
+
+        intent_ids = _persist(session, key, record, outcome, when, now)
+        duration_ms = (time.perf_counter() - started) * 1000
+        records = [result_event(key.id, outcome.result, env.origin, duration_ms)]
+        records += [notice_event(key.id, n, symbol=ctx.symbol, strategy_name=ctx.strategy_name,
+                                 exchange_name=ctx.exchange_name, when=when, origin=env.origin)
+                    for n in outcome.notices]
+        if outcome.finished:
+            records.append(notice_event(key.id, Notice("done", "stopped key finished"),
+                                        symbol=ctx.symbol, strategy_name=ctx.strategy_name,
+                                        exchange_name=ctx.exchange_name, when=when,
+                                        origin=env.origin))
+        session.add_all(records)
+        if outcome.signal_window is not None:
+            key.signal_window = outcome.signal_window
+        if outcome.clear_command:
+            key.command = None
+        if outcome.finished:
+            key.status = "disabled"
+        lag = env.clock.wall_seconds((env.clock.now() - when).total_seconds()) * 1000
+        key.lease_owner, key.lease_until = None, None
+        key.last_tick_at, key.last_tick_lag_ms, key.updated_at = when, lag, now
+        session.flush()
+        dispatched = [event_as_dict(r) for r in records]
+    return outcome, dispatched, intent_ids, restored
+
+
+def _persist(session: Session, key: StrategySymbol, record: Any, outcome: TickOutcome,
+             when: datetime, now: datetime) -> list[int]:
+    assert key.id is not None
+    row = outcome.signal
+    if row is not None:
+        if record is not None and record.signal_id == row.id:
+            signal_rows.apply_to_record(record, row, now)
+        else:
+            session.add(signal_rows.new_record(key.id, row, now))
+    if row is not None and outcome.slot is not None:
+        _apply_slot(session, key, row, outcome.slot, when)
+    if outcome.order is not None:
+        intent = new_intent(key, outcome.order, row, now)
+        session.add(intent)
+        session.flush()
+        assert intent.id is not None
+        return [intent.id]
+    return []
+
+
+def _apply_slot(session: Session, key: StrategySymbol, row: SignalRow, change: str,
+                when: datetime) -> None:
+    from bkit.core.registry import REGISTRY as registry
+
+    strategy = registry.strategies.get(key.strategy_name)
+    if strategy is None or strategy.risk_name is None:
+        return
+    if change == "acquire":
+        session.add(RiskSlot(risk_name=strategy.risk_name, key_id=key.id, signal_id=row.id,
+                             symbol=key.symbol, strategy_name=key.strategy_name,
+                             exchange_name=key.exchange_name, acquired_at=when))
+    else:
+        session.execute(delete(RiskSlot).where(RiskSlot.key_id == key.id,
+                                               RiskSlot.signal_id == row.id))
+
+
+def new_intent(key: StrategySymbol, order: OrderRequest, row: SignalRow | None,
+               now: datetime) -> OrderIntent:
+    """An outbox row for `order`; the attempt number makes a re-sent close a new order."""
+    attempt = 0 if row is None else row.close_rejections
+    assert key.id is not None
+    return OrderIntent(key_id=key.id, signal_id=order.signal_id, kind=order.kind,
+                       client_order_id=client_order_id(key.id, order.signal_id, order.kind,
+                                                       attempt),
+                       exchange_name=key.exchange_name, symbol=order.symbol, side=order.side,
+                       price=order.price, cost=order.cost, status="pending",
+                       next_attempt_at=now, created_at=now, updated_at=now)
+
+
+def _after_commit(env: TickEnv, key_id: int, strategy: StrategySchema, ctx: KeyContext,
+                  outcome: TickOutcome, records: list[dict[str, Any]], intent_ids: list[int],
+                  restored: SignalRow | None, when: datetime, price: float) -> None:
+    calls: list[CallbackCall] = []
+    if restored is not None:
+        name = "on_schedule" if restored.state == "scheduled" else "on_active"
+        calls.append(CallbackCall(name, (ctx.symbol, restored.public(), price, when)))
+    calls += outcome.callbacks
+    calls.append(CallbackCall("on_tick", (ctx.symbol, outcome.result, when)))
+    if outcome.signal is not None:
+        if outcome.signal.is_live:
+            env.seen_signals.add(outcome.signal.id)
+        else:
+            env.seen_signals.discard(outcome.signal.id)
+    elif restored is not None:
+        env.seen_signals.add(restored.id)
+    for intent_id in intent_ids:
+        if env.enqueue_order is not None:
+            try:
+                env.enqueue_order(intent_id)
+            except Exception:  # the relay re-sends it; the intent is safe in the outbox
+                log.warning("could not enqueue order intent %s", intent_id, exc_info=True)
+    errors = run_callbacks(strategy.callbacks, calls, ctx, when)
+    if errors:
+        records = records + record_notices(env, key_id, ctx, when, errors)
+    events.dispatch(records)
+
+
+def run_callbacks(callbacks: dict[str, Callable[..., Any]] | Any, calls: list[CallbackCall],
+                  ctx: KeyContext, when: datetime) -> list[Notice]:
+    """Run strategy callbacks; an exception becomes an error notice, never a broken tick."""
+    errors = []
+    for call in calls:
+        fn = callbacks.get(call.name) if callbacks else None
+        if fn is None:
+            continue
+        try:
+            fn(*call.args)
+        except Exception as exc:
+            errors.append(Notice("error", f"callback {call.name} of {ctx.strategy_name} "
+                                 f"failed: {type(exc).__name__}: {exc}",
+                                 {"stage": "callback", "callback": call.name}))
+    return errors
+
+
+def record_notices(env: TickEnv, key_id: int | None, ctx: KeyContext, when: datetime,
+                   notices: list[Notice]) -> list[dict[str, Any]]:
+    records = [notice_event(key_id, n, symbol=ctx.symbol, strategy_name=ctx.strategy_name,
+                            exchange_name=ctx.exchange_name, when=when, origin=env.origin)
+               for n in notices]
+    try:
+        with session_scope(env.engine) as session:
+            session.add_all(records)
+            session.flush()
+            return [event_as_dict(r) for r in records]
+    except Exception:
+        log.exception("could not record %d notices", len(notices))
+        return []
+
+
+def count_live_signals(engine: Engine) -> int:
+    from bkit.core.signals import LIVE_STATES
+    from bkit.store.tables import SignalRecord
+
+    with session_scope(engine) as session:
+        return int(session.execute(select(func.count()).select_from(SignalRecord).where(
+            SignalRecord.state.in_(sorted(LIVE_STATES)))).scalar_one())  # type: ignore
