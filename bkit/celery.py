@@ -12,13 +12,14 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from bkit.clock import clock_from_settings
 from bkit.settings import Settings, get_settings
 
 log = logging.getLogger("bkit.celery")
 RELAY_SECONDS = 20.0
+QUEUES = ("ticks", "orders", "maint")
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -57,8 +58,13 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         timezone="UTC",
-        task_queues=[Queue("ticks"), Queue("orders"), Queue("maint")],
+        # Each queue on its own direct exchange and routing key, so a message routed to one
+        # queue is never copied into another.
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name)
+                     for name in QUEUES],
         task_default_queue="ticks",
+        task_default_exchange="ticks",
+        task_default_routing_key="ticks",
         task_routes={"bkit.tick": {"queue": "ticks"}, "bkit.fanout_ticks": {"queue": "ticks"},
                      "bkit.orders.*": {"queue": "orders"}, "bkit.maint.*": {"queue": "maint"}},
         beat_schedule={

@@ -166,17 +166,21 @@ def vwap(candles: Sequence[Candle]) -> float:
     """Volume-weighted typical price Σ((h+l+c)/3 × v) / Σ v; the mean close when Σ v is 0.
 
     Raises `CandleError` on an empty list (there is no price without candles) and when the
-    result is not a finite price > 0 (float overflow/underflow on extreme values).
+    result is not a finite price > 0 (float overflow on extreme prices).
     """
     if not candles:
         raise CandleError("no closed candles to price from")
-    total_volume = math.fsum(c.volume for c in candles)
-    if total_volume <= 0:
+    largest_volume = max(c.volume for c in candles)
+    if largest_volume <= 0:
         price = math.fsum(c.close for c in candles) / len(candles)
     else:
-        weighted = math.fsum((c.high + c.low + c.close) / 3 * c.volume for c in candles)
-        price = weighted / total_volume
-    # Extreme (but individually valid) values can overflow to inf/nan or underflow to 0.
+        # Same ratio, with volumes scaled so the largest weighs 1: tiny (subnormal) or huge
+        # volumes can then neither underflow nor overflow the products.
+        weights = [c.volume / largest_volume for c in candles]
+        weighted = math.fsum((c.high + c.low + c.close) / 3 * w
+                             for c, w in zip(candles, weights, strict=True))
+        price = weighted / math.fsum(weights)
+    # Extreme (but individually valid) prices can overflow (h + l + c) to inf.
     if not (math.isfinite(price) and price > 0):
         raise CandleError(f"VWAP of {len(candles)} candles is {price}, not a finite price > 0")
     return price

@@ -101,6 +101,9 @@ def apply_config_changes(
     if problems:
         raise ConfigError("; ".join(problems))
     new = replace(current, **clean)
+    if new.CC_PERCENT_SLIPPAGE >= 100:
+        problems.append(f"CC_PERCENT_SLIPPAGE ({new.CC_PERCENT_SLIPPAGE}) must be below 100 %: "
+                        "a short's adjusted entry price would be zero or negative")
     if new.CC_MIN_STOPLOSS_DISTANCE_PERCENT >= new.CC_MAX_STOPLOSS_DISTANCE_PERCENT:
         problems.append(
             "CC_MIN_STOPLOSS_DISTANCE_PERCENT "

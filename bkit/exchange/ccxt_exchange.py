@@ -53,6 +53,29 @@ T = TypeVar("T")
 _instances: weakref.WeakSet[CcxtExchange] = weakref.WeakSet()
 
 
+class _SecretScrubber(logging.Filter):
+    """Masks API keys and secrets in log records: ccxt logs every request's headers (with the
+    API key) at DEBUG level."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if any(secret in text for secret in self.secrets):
+            for secret in self.secrets:
+                text = text.replace(secret, "***")
+            record.msg, record.args = text, ()
+        return True
+
+
+_scrubber = _SecretScrubber()
+#: The logger every ccxt client built here logs its HTTP traffic to, credentials masked.
+http_logger = logging.getLogger("bkit.exchange.http")
+http_logger.addFilter(_scrubber)
+
+
 def reset_clients() -> None:
     """Drop every process-local ccxt client; the next call builds a fresh one.
 
@@ -202,8 +225,9 @@ class CcxtExchange:
 
     def _build_client(self) -> Any:
         api_key, secret, password = self._credentials()
+        _scrubber.secrets.update(s for s in (api_key, secret, password) if s)
         config: dict[str, Any] = {"enableRateLimit": True, "timeout": self.timeout_ms,
-                                  "options": dict(self._options)}
+                                  "options": dict(self._options), "logger": http_logger}
         config |= {k: v for k, v in (("apiKey", api_key), ("secret", secret),
                                      ("password", password)) if v}
         client = getattr(ccxt, self.exchange_id)(config)
@@ -345,6 +369,7 @@ class CcxtExchange:
                     f"{self.exchange_name} {operation} needs API credentials: set "
                     f"{prefix}API_KEY and {prefix}SECRET in the environment (or .env)",
                     exchange_name=self.exchange_name, operation=operation)
+            _scrubber.secrets.update(s for s in (api_key, secret, password) if s)
             client.apiKey, client.secret = api_key, secret
             client.password = password or client.password
         return client
@@ -409,5 +434,6 @@ def add_ccxt_exchange(exchange_id: str, exchange_name: str | None = None, sandbo
                                           exchange.get_candles)
     add_exchange(exchange.exchange_name, get_candles, format_price=exchange.format_price,
                  format_quantity=exchange.format_quantity,
-                 note=note or f"ccxt {exchange_id}{' (sandbox)' if sandbox else ''}")
+                 note=note or f"ccxt {exchange_id}{' (sandbox)' if sandbox else ''}",
+                 source=exchange)
     return exchange

@@ -124,13 +124,13 @@ class MarketSpec:
 #: Realistic binance spot filters (2024) for the markets the tests use.
 DEFAULT_MARKETS: tuple[MarketSpec, ...] = (
     MarketSpec("BTC/USDT", tick_size="0.01000000", step_size="0.00001000",
-               min_qty="0.00001000", min_notional="5.00000000"),
+               min_qty="0.00001000", min_notional="5.00000000", max_qty="9000.00000000"),
     MarketSpec("ETH/USDT", tick_size="0.01000000", step_size="0.00010000",
-               min_qty="0.00010000", min_notional="5.00000000"),
+               min_qty="0.00010000", min_notional="5.00000000", max_qty="9000.00000000"),
     MarketSpec("XRP/ETH", tick_size="0.00000001", step_size="1.00000000",
-               min_qty="1.00000000", min_notional="0.00100000"),
+               min_qty="1.00000000", min_notional="0.00100000", max_qty="90000000.00000000"),
     MarketSpec("UNITTEST/BTC", tick_size="0.00000001", step_size="1.00000000",
-               min_qty="1.00000000", min_notional="0.00010000"),
+               min_qty="1.00000000", min_notional="0.00010000", max_qty="90000000.00000000"),
 )
 
 
@@ -232,6 +232,11 @@ class Fault:
         return cls("kline_gaps", every=every)
 
     @classmethod
+    def shuffled_rows(cls, seed: int = 0) -> Fault:
+        """Klines: every row sent twice, in a seeded random order."""
+        return cls("shuffled_rows", every=seed)
+
+    @classmethod
     def malformed_rows(cls, mode: str = "high_below_low") -> Fault:
         """Klines: corrupt the first row (`high_below_low`, `text`, `negative` or `outlier`)."""
         return cls("malformed_rows", mode=mode)
@@ -301,11 +306,13 @@ class FakeOrder:
 
 @dataclass(slots=True)
 class RequestRecord:
-    """One request the fake received: method, path and the merged query/body parameters."""
+    """One request the fake received: method, path, the merged query/body parameters and the
+    `X-MBX-APIKEY` header ('' when absent)."""
 
     method: str
     path: str
     params: dict[str, str] = field(default_factory=dict)
+    api_key: str = ""
 
 
 class FakeExchange:
@@ -331,7 +338,7 @@ class FakeExchange:
         self._orders: list[FakeOrder] = []
         self._unique = unique_client_ids
         self._balances: dict[str, str] = {"USDT": "1000000", "BTC": "100", "ETH": "1000"}
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         for spec in markets:
             self.add_market(spec)
@@ -339,8 +346,7 @@ class FakeExchange:
     # lifecycle ---------------------------------------------------------------------------------
     def start(self) -> FakeExchange:
         """Listen on 127.0.0.1 on a free port and serve from a daemon thread."""
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", 0), _make_handler(self))
         self._server = server
         self._stopping.clear()
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -482,10 +488,10 @@ class FakeExchange:
                     return queue.popleft()
             return self._faults.get(path) or self._faults.get("*")
 
-    def _record(self, method: str, path: str, params: dict[str, str]) -> None:
+    def _record(self, method: str, path: str, params: dict[str, str], api_key: str) -> None:
         with self._lock:
             self._counts[(path, params.get("symbol", "").upper())] += 1
-            self._log.append(RequestRecord(method, path, dict(params)))
+            self._log.append(RequestRecord(method, path, dict(params), api_key))
 
     def _pause(self, seconds: float) -> None:
         if seconds > 0:
@@ -526,6 +532,9 @@ class FakeExchange:
         out = [_kline_row(_partial(c, now, width), width) for c in rows]
         if fault is not None and fault.kind == "kline_gaps":
             out = [row for i, row in enumerate(out) if (i + 1) % fault.every]
+        if fault is not None and fault.kind == "shuffled_rows":
+            out = out + out
+            random.Random(fault.every).shuffle(out)
         if fault is not None and fault.kind == "malformed_rows" and out:
             out[0] = _corrupt(out[0], fault.mode)
         return out
@@ -657,6 +666,11 @@ class FakeExchange:
         return handler()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # the default 5 drops SYNs under a burst: 1 s client stalls
+
+
 _SIGNED_PATHS = {ORDER_PATH, "/api/v3/openOrders", "/api/v3/account"}
 
 
@@ -718,7 +732,7 @@ def _make_handler(fake: FakeExchange) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode() if length else ""
             params = dict(parse_qsl(url.query)) | dict(parse_qsl(body))
-            fake._record(method, url.path, params)
+            fake._record(method, url.path, params, self.headers.get("X-MBX-APIKEY", ""))
             with fake._lock:
                 latency = fake._latency_s
             fake._pause(latency)

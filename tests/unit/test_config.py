@@ -43,8 +43,8 @@ def test_defaults_are_the_spec_numbers() -> None:
 
 def test_derived_percentages() -> None:
     config = Config()
-    assert config.round_trip_cost_percent == pytest.approx(0.4, abs=1e-12)   # 2 × (0.1 + 0.1)
-    assert config.breakeven_move_percent == pytest.approx(0.6, abs=1e-12)    # 0.4 + 0.2
+    assert config.round_trip_cost_percent == pytest.approx(0.4, abs=1e-12)  # 2 × (0.1 + 0.1)
+    assert config.breakeven_move_percent == pytest.approx(0.6, abs=1e-12)  # 0.4 + 0.2
     custom = Config(CC_PERCENT_SLIPPAGE=0.05, CC_PERCENT_FEE=0.075, CC_BREAKEVEN_THRESHOLD=0.1)
     assert custom.round_trip_cost_percent == pytest.approx(0.25, abs=1e-12)
     assert custom.breakeven_move_percent == pytest.approx(0.35, abs=1e-12)
@@ -97,9 +97,16 @@ def test_negatives_are_rejected_for_every_key(key: str) -> None:
     assert get_config() == Config()
 
 
-@pytest.mark.parametrize("key", ["CC_MAX_SIGNAL_LIFETIME_MINUTES", "CC_SCHEDULE_AWAIT_MINUTES",
-                                 "CC_AVG_PRICE_CANDLES_COUNT", "CC_POSITION_ENTRY_COST",
-                                 "CC_MAX_STOPLOSS_DISTANCE_PERCENT"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "CC_MAX_SIGNAL_LIFETIME_MINUTES",
+        "CC_SCHEDULE_AWAIT_MINUTES",
+        "CC_AVG_PRICE_CANDLES_COUNT",
+        "CC_POSITION_ENTRY_COST",
+        "CC_MAX_STOPLOSS_DISTANCE_PERCENT",
+    ],
+)
 def test_zero_is_rejected_where_meaningless(key: str) -> None:
     with pytest.raises(ConfigError, match=f"{key} must be greater than 0"):
         set_config(unsafe=True, **{key: 0})
@@ -146,14 +153,15 @@ def test_zero_min_tp_needs_unsafe_even_without_costs() -> None:
     # 0 disables the TP-distance rule (SPEC §1), so it is unsafe whatever the costs are.
     with pytest.raises(ConfigError, match="unsafe=True"):
         set_config(CC_PERCENT_SLIPPAGE=0, CC_PERCENT_FEE=0, CC_MIN_TAKEPROFIT_DISTANCE_PERCENT=0)
-    set_config(unsafe=True, CC_PERCENT_SLIPPAGE=0, CC_PERCENT_FEE=0,
-               CC_MIN_TAKEPROFIT_DISTANCE_PERCENT=0)
+    set_config(
+        unsafe=True, CC_PERCENT_SLIPPAGE=0, CC_PERCENT_FEE=0, CC_MIN_TAKEPROFIT_DISTANCE_PERCENT=0
+    )
     assert get_config().CC_MIN_TAKEPROFIT_DISTANCE_PERCENT == 0
 
 
 def test_raising_costs_above_the_min_tp_needs_unsafe() -> None:
     # fee 0.2 → round trip 2 × (0.1 + 0.2) = 0.6 > min TP 0.5
-    with pytest.raises(ConfigError, match="round-trip cost 0.6"):
+    with pytest.raises(ConfigError, match=r"round-trip cost 0\.6 %"):
         set_config(CC_PERCENT_FEE=0.2)
     set_config(CC_PERCENT_FEE=0.2, CC_MIN_TAKEPROFIT_DISTANCE_PERCENT=0.6)
     assert get_config().CC_PERCENT_FEE == 0.2
@@ -198,3 +206,14 @@ def test_apply_config_changes_does_not_mutate_its_input() -> None:
 def test_config_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         set_config(CC_PERCENT_FEE=-1)
+
+
+def test_slippage_of_100_percent_or_more_is_rejected_and_old_config_kept() -> None:
+    from bkit.core.config import Config, apply_config_changes
+    from bkit.core.errors import ConfigError
+
+    current = Config()
+    with pytest.raises(ConfigError, match="CC_PERCENT_SLIPPAGE"):
+        apply_config_changes(current, {"CC_PERCENT_SLIPPAGE": 100}, unsafe=True)
+    assert apply_config_changes(current, {"CC_PERCENT_SLIPPAGE": 99.0}, unsafe=True
+                                ).CC_PERCENT_SLIPPAGE == 99.0

@@ -25,19 +25,23 @@ def test_spec_worked_values(position: str, entry: float, close: float, expected:
 
 
 @pytest.mark.parametrize(("position", "entry", "close", "expected"), SPEC_VALUES)
-def test_pnl_for_uses_the_default_config(position: str, entry: float, close: float,
-                                         expected: float) -> None:
+def test_pnl_for_uses_the_default_config(
+    position: str, entry: float, close: float, expected: float
+) -> None:
     pnl = pnl_for(position, entry, close, 100, Config())
     assert pnl.pnl_percentage == pytest.approx(expected, abs=1e-9)
     assert pnl.price_open == entry
     assert pnl.price_close == close
 
 
-@pytest.mark.parametrize(("cost", "expected_cost"), [
-    (100, 3.588415584),        # 3.588415584 % of 100 USD
-    (250, 8.97103896),         # 3.588415584 % of 250 USD
-    (1_000, 35.88415584),
-])
+@pytest.mark.parametrize(
+    ("cost", "expected_cost"),
+    [
+        (100, 3.588415584),  # 3.588415584 % of 100 USD
+        (250, 8.97103896),  # 3.588415584 % of 250 USD
+        (1_000, 35.88415584),
+    ],
+)
 def test_pnl_cost_is_percentage_of_cost(cost: float, expected_cost: float) -> None:
     pnl = compute_pnl("long", 50_000, 52_000, cost, slippage_percent=0.1, fee_percent=0.1)
     assert pnl.pnl_cost == pytest.approx(expected_cost, abs=1e-8)
@@ -50,12 +54,15 @@ def test_losing_pnl_cost_is_negative() -> None:
 
 
 def test_without_slippage_and_fee_pnl_is_the_plain_move() -> None:
-    assert compute_pnl("long", 100, 110, 100, slippage_percent=0, fee_percent=0).pnl_percentage \
-        == pytest.approx(10.0, abs=1e-12)
-    assert compute_pnl("short", 100, 90, 100, slippage_percent=0, fee_percent=0).pnl_percentage \
-        == pytest.approx(10.0, abs=1e-12)
-    assert compute_pnl("short", 100, 110, 100, slippage_percent=0, fee_percent=0).pnl_percentage \
-        == pytest.approx(-10.0, abs=1e-12)
+    assert compute_pnl(
+        "long", 100, 110, 100, slippage_percent=0, fee_percent=0
+    ).pnl_percentage == pytest.approx(10.0, abs=1e-12)
+    assert compute_pnl(
+        "short", 100, 90, 100, slippage_percent=0, fee_percent=0
+    ).pnl_percentage == pytest.approx(10.0, abs=1e-12)
+    assert compute_pnl(
+        "short", 100, 110, 100, slippage_percent=0, fee_percent=0
+    ).pnl_percentage == pytest.approx(-10.0, abs=1e-12)
 
 
 def test_fee_is_charged_on_both_legs() -> None:
@@ -87,5 +94,11 @@ def test_pnl_is_a_plain_record() -> None:
 @pytest.mark.parametrize("position", ["buy", "LONG", "", None])
 def test_unknown_position_is_rejected(position: object) -> None:
     with pytest.raises(ValueError, match="position"):
-        compute_pnl(position, 100, 110, 100, slippage_percent=0.1,  # type: ignore[arg-type]
-                    fee_percent=0.1)
+        compute_pnl(
+            position,
+            100,
+            110,
+            100,
+            slippage_percent=0.1,  # type: ignore[arg-type]
+            fee_percent=0.1,
+        )

@@ -1,0 +1,207 @@
+"""Fixtures for the exchange tests: the fake binance server with real candles, a real
+`ccxt.binance` client pointed at it, and real Redis / PostgreSQL when available."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+
+from bkit.core.candles import Candle
+from bkit.exchange import MARKETS_DIR, CcxtExchange
+from bkit.testing import FakeExchange, read_candles_csv
+
+DATA = Path(__file__).parent / "data"
+EXCHANGE_NAME = "fake-binance"
+API_KEY = "test-key-0123456789"
+SECRET = "test-secret-0123456789"
+CREDENTIALS = {"BKIT_FAKE_BINANCE_API_KEY": API_KEY, "BKIT_FAKE_BINANCE_SECRET": SECRET}
+REDIS_URL = os.environ.get("BKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get("BKIT_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def xrp_candles() -> list[Candle]:
+    """XRP/ETH, 2,469 real 1m candles with 676 gaps."""
+    return read_candles_csv(DATA / "XRP_ETH-1m.csv")
+
+
+@pytest.fixture(scope="session")
+def btc_candles() -> list[Candle]:
+    """UNITTEST/BTC, 3,000 real 1m candles with 203 gaps."""
+    return read_candles_csv(DATA / "UNITTEST_BTC-1m.csv")
+
+
+@pytest.fixture
+def fake(xrp_candles: list[Candle], btc_candles: list[Candle]) -> Iterator[FakeExchange]:
+    with FakeExchange() as server:
+        server.load_candles("XRP/ETH", xrp_candles)
+        server.load_candles("UNITTEST/BTC", btc_candles)
+        yield server
+
+
+ExchangeFactory = Callable[..., CcxtExchange]
+
+
+@pytest.fixture
+def make_exchange(fake: FakeExchange) -> ExchangeFactory:
+    """Build a real ccxt binance client on the fake server (offline markets, test keys);
+    keyword arguments override the `CcxtExchange` settings."""
+
+    def build(**overrides: object) -> CcxtExchange:
+        settings: dict[str, Any] = {
+            "exchange_name": EXCHANGE_NAME, "api_base_url": fake.base_url,
+            "markets": MARKETS_DIR / "binance_markets.json", "timeout_ms": 2_000,
+            "env": CREDENTIALS,
+        }
+        settings.update(overrides)
+        return CcxtExchange("binance", **settings)
+
+    return build
+
+
+@pytest.fixture
+def exchange(make_exchange: ExchangeFactory) -> CcxtExchange:
+    return make_exchange()
+
+
+@pytest.fixture
+def credentials() -> dict[str, str]:
+    """The test API key and secret, by environment variable name."""
+    return dict(CREDENTIALS)
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local port with nothing listening."""
+    return free_port()
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_url() -> str:
+    parsed = urlsplit(REDIS_URL)
+    if not _reachable(parsed.hostname or "127.0.0.1", parsed.port or 6379):
+        pytest.skip(f"Redis not reachable at {REDIS_URL} (set BKIT_TEST_REDIS_URL)")
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of our own; only these keys are deleted afterwards (never FLUSHALL)."""
+    import redis
+
+    prefix = f"bkit-test:{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def pg_engine() -> Iterator[sa.Engine]:
+    """PostgreSQL in a schema of our own, dropped afterwards (the database is shared)."""
+    url = sa.engine.make_url(POSTGRES_URL)
+    if not _reachable(url.host or "127.0.0.1", url.port or 5432):
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} (set BKIT_TEST_POSTGRES_URL)")
+    schema = f"bkit_exchange_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    engine = admin.execution_options(schema_translate_map={None: schema})
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+class TcpProxy:
+    """A TCP forwarder to a real server that can be cut and restored, to play a restart."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        """Refuse new connections and reset the open ones (the server 'went down')."""
+        if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accept() blocked in its thread
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for sock in self._conns:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._conns.clear()
+
+
+@pytest.fixture
+def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
+    target = urlsplit(redis_url).port or 6379
+    proxy = TcpProxy(target)
+    proxy.start()
+    yield proxy
+    proxy.stop()
