@@ -23,10 +23,14 @@ def fanout_ticks() -> int:
     bucket is the market minute now; duplicates (two beats, redelivery) are no-ops at claim."""
     from bkit.runtime import tick_env
 
-    env = tick_env()
-    bucket = bucket_of(env.clock.now())
+    try:
+        env = tick_env()
+        bucket = bucket_of(env.clock.now())
+        key_ids = enabled_key_ids(env.engine)
+    except (OperationalError, DatabaseUnavailableError) as exc:
+        log.error("fan-out: database unavailable, nothing ticked this period: %s", exc)
+        return 0
     expires = max(1.0, env.clock.wall_seconds(_settings.tick_seconds) * 0.9)
-    key_ids = enabled_key_ids(env.engine)
     for key_id in key_ids:
         tick.apply_async((key_id, bucket), expires=expires)
     return len(key_ids)

@@ -1,0 +1,109 @@
+"""`Live.tick` runs the worker's tick code in-process, on PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from bkit import UnknownNameError, listen_error
+from bkit.clock import ManualClock
+from bkit.core.registry import REGISTRY
+from bkit.exchange.paper import add_paper_exchange
+from bkit.live import Live
+from bkit.store.engine import get_engine, session_scope
+from bkit.store.keys import claim_key, ensure_key
+from bkit.store.migrations import upgrade
+from bkit.store.tables import EventRecord, SignalRecord
+from tests.integration.conftest import Runtime
+
+pytestmark = pytest.mark.integration
+START = datetime(2019, 10, 11, 1, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def runtime(request: pytest.FixtureRequest, make_runtime: Callable[..., Runtime],
+            tmp_path: Path) -> Runtime:
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'bkit.sqlite'}"
+    runtime = make_runtime(url)
+    # In-process ticks walk through market time by hand: the paper exchange's clock stands
+    # after the sample, so every candle before a tick's minute has closed.
+    REGISTRY.exchanges.pop("paper")
+    add_paper_exchange("paper", clock=ManualClock(datetime(2019, 10, 14, tzinfo=UTC)))
+    return runtime
+
+
+def test_live_tick_opens_once_per_minute_and_closes_with_history(runtime: Runtime) -> None:
+    first = Live.tick("XRP/ETH", "it-long", "paper", START)
+    assert first is not None and first.action == "opened"
+    # The same minute again (even with seconds) is a no-op that changes nothing.
+    assert Live.tick("XRP/ETH", "it-long", "paper", START + timedelta(seconds=30)) is None
+    actions = [first.action]
+    for minute in range(1, 40):
+        result = Live.tick("XRP/ETH", "it-long", "paper", START + timedelta(minutes=minute))
+        assert result is not None
+        actions.append(result.action)
+    assert "closed" in actions
+    with session_scope(get_engine()) as session:
+        rows = list(session.execute(select(SignalRecord).order_by(SignalRecord.id)).scalars())
+        signal_events = session.execute(select(func.count()).select_from(EventRecord).where(
+            EventRecord.kind == "signal")).scalar_one()
+    assert signal_events == 40  # one event per ticked minute, none for the duplicate
+    closed = [r for r in rows if r.state == "closed"]
+    assert closed, "a closed trade stays in the table as history"
+    assert sum(r.state in ("scheduled", "opened") for r in rows) <= 1
+    assert actions.count("opened") == len(rows)
+    data = Live.get_data("XRP/ETH", "it-long", "paper")
+    assert data["total_closed"] == len(closed)
+    assert data["total_pnl"] == pytest.approx(sum(r.pnl_percentage for r in closed), abs=1e-9)
+    report = Live.get_report("XRP/ETH", "it-long", "paper")
+    assert closed[0].signal_id in report
+
+
+def test_unknown_names_raise_clear_errors_and_create_nothing(runtime: Runtime) -> None:
+    with pytest.raises(UnknownNameError, match="no-such-strategy"):
+        Live.tick("XRP/ETH", "no-such-strategy", "paper", START)
+    with pytest.raises(UnknownNameError, match="no-such-exchange"):
+        Live.tick("XRP/ETH", "it-long", "no-such-exchange", START)
+    assert Live.list() == []
+
+
+def test_a_minute_without_candles_is_an_error_event_and_the_next_minute_retries(
+        runtime: Runtime) -> None:
+    errors: list[dict] = []
+    listen_error(errors.append)
+    before_data = datetime(2019, 10, 10, 0, 0, tzinfo=UTC)  # before the sample starts
+    assert Live.tick("XRP/ETH", "it-long", "paper", before_data) is None
+    assert errors and "no closed candles" in errors[0]["message"]
+    assert "XRP/ETH" in errors[0]["message"]
+    assert Live.tick("XRP/ETH", "it-long", "paper", START) is not None
+
+
+def test_claim_race_has_exactly_one_winner(runtime: Runtime) -> None:
+    engine = get_engine()
+    upgrade(engine)
+    key_id = ensure_key(engine, "it-long", "paper", "XRP/ETH")
+    wins: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def contender(i: int) -> None:
+        barrier.wait()
+        claim = claim_key(engine, key_id, 1000, f"owner-{i}", 30)
+        if claim is not None:
+            wins.append(claim)
+
+    threads = [threading.Thread(target=contender, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    # The lease blocks the next minute until released or expired.
+    assert claim_key(engine, key_id, 1001, "late", 30) is None
