@@ -83,20 +83,22 @@ def clean_process_state() -> Iterator[None]:
 class Runtime:
     """Environment of one test: settings shared by this process and its worker processes."""
 
-    def __init__(self, home: Path, database_url: str, broker_url: str | None,
+    def __init__(self, home: Path, database_url: str | None, broker_url: str | None,
                  speed: float = 60.0, lease_seconds: float = 5.0,
                  strategies: str = "tests.integration.strategies_it") -> None:
         self.home = home
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BKIT_")}
         self.env.update({
-            "BKIT_HOME": str(home), "BKIT_DATABASE_URL": database_url,
+            "BKIT_HOME": str(home),
             "BKIT_STRATEGIES": strategies, "BKIT_REPLAY_START": REPLAY_START,
             "BKIT_REPLAY_EPOCH": datetime.now(UTC).isoformat(),
             "BKIT_REPLAY_SPEED": str(speed), "BKIT_LEASE_SECONDS": str(lease_seconds),
             "BKIT_TICK_SOFT_LIMIT": "8", "BKIT_TICK_HARD_LIMIT": "10",
             "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
         })
-        if broker_url:
+        if database_url:  # None: the embedded default (SQLite under BKIT_HOME)
+            self.env["BKIT_DATABASE_URL"] = database_url
+        if broker_url:  # None: the embedded default (filesystem:// under BKIT_HOME)
             self.env["BKIT_BROKER_URL"] = broker_url
         self.workers: list[subprocess.Popen[bytes]] = []
 
@@ -153,7 +155,8 @@ def make_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_process_
                  ) -> Iterator[Callable[..., Runtime]]:
     runtimes: list[Runtime] = []
 
-    def factory(database_url: str, broker_url: str | None = None, **kw: Any) -> Runtime:
+    def factory(database_url: str | None, broker_url: str | None = None, **kw: Any
+                ) -> Runtime:
         home = tmp_path / f"home{len(runtimes)}"
         home.mkdir()
         runtime = Runtime(home, database_url, broker_url, **kw)
