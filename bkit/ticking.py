@@ -44,7 +44,7 @@ from bkit.pricing import PriceUnavailableError, tick_price
 from bkit.store import signal_rows
 from bkit.store.engine import session_scope
 from bkit.store.event_log import event_as_dict, notice_event, result_event
-from bkit.store.keys import Claim, claim_key, release_claim
+from bkit.store.keys import Claim, claim_statement, release_claim
 from bkit.store.tables import EventRecord, OrderIntent, RiskBudget, RiskSlot, StrategySymbol
 
 log = logging.getLogger("bkit.tick")
@@ -93,13 +93,16 @@ class _Snapshot:
     signal: SignalRow | None
 
 
-def _load(engine: Engine, key_id: int) -> _Snapshot:
-    with session_scope(engine) as session:
-        key = session.get(StrategySymbol, key_id)
+def _claim(env: TickEnv, key_id: int, bucket: int) -> tuple[Claim, _Snapshot] | None:
+    """Claim the key and read its live signal in one short committed transaction."""
+    with session_scope(env.engine) as session:
+        key = session.execute(claim_statement(key_id, bucket, env.origin, env.lease_seconds)
+                              ).scalars().first()
         if key is None:
-            raise BkitError(f"key {key_id} does not exist")
+            return None
         record = signal_rows.live_signal(session, key_id)
-        return _Snapshot(key, None if record is None else signal_rows.to_core(record))
+        snapshot = _Snapshot(key, None if record is None else signal_rows.to_core(record))
+    return Claim(key_id, bucket, env.origin, int(key.lease_version)), snapshot
 
 
 def _ask_strategy(strategy: StrategySchema, symbol: str, when: datetime, price: float
@@ -114,13 +117,13 @@ def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
     """Tick `key_id` for minute `bucket`. None: not claimed (already ticked this minute,
     disabled, or leased elsewhere) or the tick failed (an error event says why)."""
     started = time.perf_counter()
-    claim = claim_key(env.engine, key_id, bucket, env.origin, env.lease_seconds)
-    if claim is None:
+    claimed = _claim(env, key_id, bucket)
+    if claimed is None:
         return None
+    claim, snap = claimed
+    key = snap.key
     when = minute_of(bucket)
     try:
-        snap = _load(env.engine, key_id)
-        key = snap.key
         ctx_names = (key.symbol, key.strategy_name, key.exchange_name)
         strategy = env.registry.strategy(key.strategy_name)
         exchange = env.registry.exchange(key.exchange_name)
@@ -223,7 +226,9 @@ def _write_back(env: TickEnv, claim: Claim, ctx: KeyContext, when: datetime, pri
         if key.lease_owner != claim.owner or key.lease_version != claim.version:
             raise LeaseLostError(f"lease of key {claim.key_id} lost (now held by "
                                  f"{key.lease_owner!r} v{key.lease_version})")
-        record = signal_rows.live_signal(session, claim.key_id, for_update=True)
+        # Lock discipline: every writer of a key's signal rows (ticks, the orders worker)
+        # locks the key row first, so the key lock above also guards its signal rows.
+        record = signal_rows.live_signal(session, claim.key_id)
         row = None if record is None else signal_rows.to_core(record)
         restored = row if row is not None and row.id not in env.seen_signals else None
         state = KeyState(row, key.status, key.signal_window, key.command)  # type: ignore

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -58,17 +59,14 @@ def ensure_key(engine: Engine, strategy_name: str, exchange_name: str, symbol: s
             return key.id
 
 
-def claim_key(engine: Engine, key_id: int, bucket: int, owner: str, lease_seconds: float
-              ) -> Claim | None:
-    """Claim `key_id` for tick minute `bucket`: one conditional UPDATE, committed at once.
+def claim_statement(key_id: int, bucket: int, owner: str, lease_seconds: float) -> Any:
+    """The conditional UPDATE … RETURNING that claims `key_id` for tick minute `bucket`.
 
-    Succeeds only if the minute was not ticked yet, the key is not disabled and no live lease
-    is held. None means a duplicate beat, a redelivered message or another worker has it.
-    """
+    It matches only if the minute was not ticked yet, the key is not disabled and no live lease
+    is held; it returns the claimed key row, or nothing (a duplicate beat, a redelivered
+    message, or another worker holds the key)."""
     now = datetime.now(UTC)
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(StrategySymbol)
+    return (update(StrategySymbol)
             .where(StrategySymbol.id == key_id, StrategySymbol.last_bucket < bucket,
                    StrategySymbol.status != "disabled",
                    or_(StrategySymbol.lease_until.is_(None),  # type: ignore[union-attr]
@@ -76,12 +74,20 @@ def claim_key(engine: Engine, key_id: int, bucket: int, owner: str, lease_second
             .values(last_bucket=bucket, lease_owner=owner,
                     lease_until=now + timedelta(seconds=lease_seconds),
                     lease_version=StrategySymbol.lease_version + 1)
+            .returning(StrategySymbol)
             .execution_options(synchronize_session=False))
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+
+
+def claim_key(engine: Engine, key_id: int, bucket: int, owner: str, lease_seconds: float
+              ) -> Claim | None:
+    """Claim `key_id` for tick minute `bucket` in one committed statement (see
+    `claim_statement`). None means the claim was refused."""
+    with session_scope(engine) as session:
+        key = session.execute(claim_statement(key_id, bucket, owner, lease_seconds)
+                              ).scalars().first()
+        if key is None:
             return None
-        version = session.execute(select(StrategySymbol.lease_version)
-                                  .where(StrategySymbol.id == key_id)).scalar_one()
-    return Claim(key_id, bucket, owner, int(version))
+        return Claim(key_id, bucket, owner, int(key.lease_version))
 
 
 def release_claim(engine: Engine, claim: Claim, **values: object) -> bool:

@@ -25,7 +25,9 @@ from bkit.store.engine import dispose_all
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS_BROKER_DB = 14
+#: Broker databases for these tests (one per run, so parallel runs on one machine do not
+#: consume each other's messages; other suites use 12, 13 and 15).
+REDIS_BROKER_DB = 1 + os.getpid() % 8
 #: A market minute inside the shipped XRP/ETH sample (2019-10-11 .. 2019-10-13).
 REPLAY_START = "2019-10-11T01:00:05+00:00"
 
