@@ -44,7 +44,7 @@ from bkit.pricing import PriceUnavailableError, tick_price
 from bkit.store import signal_rows
 from bkit.store.engine import session_scope
 from bkit.store.event_log import event_as_dict, notice_event, result_event
-from bkit.store.keys import Claim, claim_statement, release_claim
+from bkit.store.keys import Claim, claim_statement, is_halted, release_claim
 from bkit.store.tables import EventRecord, OrderIntent, RiskBudget, RiskSlot, StrategySymbol
 
 log = logging.getLogger("bkit.tick")
@@ -91,6 +91,7 @@ def client_order_id(key_id: int, signal_id: str, kind: str, attempt: int) -> str
 class _Snapshot:
     key: StrategySymbol
     signal: SignalRow | None
+    halted: bool = False
 
 
 def _claim(env: TickEnv, key_id: int, bucket: int) -> tuple[Claim, _Snapshot] | None:
@@ -101,7 +102,8 @@ def _claim(env: TickEnv, key_id: int, bucket: int) -> tuple[Claim, _Snapshot] | 
         if key is None:
             return None
         record = signal_rows.live_signal(session, key_id)
-        snapshot = _Snapshot(key, None if record is None else signal_rows.to_core(record))
+        snapshot = _Snapshot(key, None if record is None else signal_rows.to_core(record),
+                             halted=is_halted(session))
     return Claim(key_id, bucket, env.origin, int(key.lease_version)), snapshot
 
 
@@ -136,7 +138,8 @@ def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
         return None
 
     ctx = KeyContext(key.symbol, key.strategy_name, key.exchange_name, strategy.interval)
-    pre_state = KeyState(snap.signal, key.status, key.signal_window, key.command)  # type: ignore
+    pre_status = "paused" if snap.halted and key.status == "enabled" else key.status
+    pre_state = KeyState(snap.signal, pre_status, key.signal_window, key.command)  # type: ignore
     answer = None
     if wants_signal(pre_state, when, strategy.interval):
         answer = _ask_strategy(strategy, key.symbol, when, price)
@@ -231,7 +234,10 @@ def _write_back(env: TickEnv, claim: Claim, ctx: KeyContext, when: datetime, pri
         record = signal_rows.live_signal(session, claim.key_id)
         row = None if record is None else signal_rows.to_core(record)
         restored = row if row is not None and row.id not in env.seen_signals else None
-        state = KeyState(row, key.status, key.signal_window, key.command)  # type: ignore
+        status = key.status
+        if status == "enabled" and is_halted(session):
+            status = "paused"  # the global kill switch: no new entries, positions managed
+        state = KeyState(row, status, key.signal_window, key.command)  # type: ignore
         check = _risk_check(session, risk, ctx, when, price) if risk else None
         outcome = advance(ctx, state, when, price, config, answer=answer, risk_check=check,
                           uses_broker=env.uses_broker)

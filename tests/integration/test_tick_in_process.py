@@ -107,3 +107,21 @@ def test_claim_race_has_exactly_one_winner(runtime: Runtime) -> None:
     assert len(wins) == 1
     # The lease blocks the next minute until released or expired.
     assert claim_key(engine, key_id, 1001, "late", 30) is None
+
+
+def test_global_halt_blocks_new_entries_but_keeps_managing_open_positions(
+        runtime: Runtime) -> None:
+    from bkit.store.tables import BkitSetting
+
+    opened = Live.tick("XRP/ETH", "it-long", "paper", START)
+    assert opened is not None and opened.action == "opened"
+    with session_scope(get_engine()) as session:
+        session.add(BkitSetting(key="halt", value="1"))
+    managed = Live.tick("XRP/ETH", "it-long", "paper", START + timedelta(minutes=1))
+    assert managed is not None and managed.action in ("active", "closed")
+    fresh = Live.tick("ETH/BTC-HALTED", "it-long", "paper", START + timedelta(minutes=1))
+    assert fresh is not None and fresh.action == "idle" and fresh.signal is None
+    with session_scope(get_engine()) as session:
+        session.get(BkitSetting, "halt").value = "0"  # type: ignore[union-attr]
+    resumed = Live.tick("ETH/BTC-HALTED", "it-long", "paper", START + timedelta(minutes=2))
+    assert resumed is not None and resumed.action == "opened"
