@@ -213,11 +213,13 @@ class SharedCandleCache(ABC):
         try:
             return fn(*args)
         except self.backend_errors as exc:
-            if time.monotonic() >= self._down_until:
+            with self._stats_lock:  # one warning per outage, however many threads notice it
+                first = time.monotonic() >= self._down_until
+                self._down_until = time.monotonic() + self.backend_retry_s
+            if first:
                 logger.warning("candle cache %s unavailable (%s: %s); fetching from the exchange "
                                "directly for %.0f s", type(self).__name__, type(exc).__name__,
                                exc, self.backend_retry_s)
-            self._down_until = time.monotonic() + self.backend_retry_s
             raise _BackendDown(str(exc)) from exc
 
     def _quietly(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -435,7 +437,7 @@ class SqlCandleCache(SharedCandleCache):
         self.engine = engine
         self.prune_every = prune_every
         self._writes = 0
-        self._table: Any = CachedCandleBatch.__table__
+        self._table: Any = CachedCandleBatch.__table__  # type: ignore[attr-defined]
 
     @staticmethod
     def _now_ms() -> int:

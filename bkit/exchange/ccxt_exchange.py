@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -28,7 +29,6 @@ from typing import Any, TypeVar
 import ccxt
 
 from bkit.core.candles import CANDLE_INTERVAL_MINUTES, Candle, parse_candle, parse_candles, to_ms
-from bkit.core.errors import BkitError
 from bkit.exchange.candle_checks import DEFAULT_MAX_DEVIATION, check_outliers
 from bkit.exchange.errors import (
     DefinitiveExchangeError,
@@ -39,13 +39,20 @@ from bkit.exchange.errors import (
 
 logger = logging.getLogger(__name__)
 
-#: Hand-written market fixtures shipped with bkit, one JSON list of ccxt markets per venue.
+#: Market fixtures shipped with bkit for offline use: one JSON list of ccxt unified markets per
+#: venue. `binance_markets.json` is ccxt 4.5's parse of hand-written binance exchangeInfo
+#: entries with real 2024 filters (`bkit.testing.fake_exchange.DEFAULT_MARKETS`).
 MARKETS_DIR = Path(__file__).with_name("markets")
 DEFAULT_TIMEOUT_MS = 10_000
 FALLBACK_PAGE_LIMIT = 500
 #: ccxt options bkit sets unless the caller overrides them: no currency or margin endpoints
 #: (signed, heavy, and not needed to trade spot candles and orders).
 DEFAULT_OPTIONS: dict[str, Any] = {"fetchCurrencies": False, "fetchMargins": False}
+
+#: What a garbled venue answer can raise inside ccxt besides its own errors. Anything else
+#: (e.g. Celery's SoftTimeLimitExceeded) passes through untouched.
+_UNEXPECTED_ANSWER: tuple[type[Exception], ...] = (
+    KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError, OSError)
 
 MarketsInput = str | Path | Mapping[str, Any] | Sequence[Mapping[str, Any]]
 T = TypeVar("T")
@@ -93,14 +100,21 @@ def env_prefix(exchange_name: str) -> str:
 
 def load_markets_file(source: MarketsInput) -> list[dict[str, Any]]:
     """ccxt markets from a list, a symbol→market dict, JSON text or a JSON file path."""
+    data: Any = source
     if isinstance(source, Path) or (isinstance(source, str) and source.lstrip()[:1] not in "[{"):
-        source = json.loads(Path(source).read_text())
+        data = json.loads(Path(source).read_text())
     elif isinstance(source, str):
-        source = json.loads(source)
-    items = list(source.values()) if isinstance(source, Mapping) else list(source)
+        data = json.loads(source)
+    items: list[Any] = list(data.values()) if isinstance(data, Mapping) else list(data)
     if not items or not all(isinstance(m, Mapping) and "symbol" in m for m in items):
         raise ValueError("markets must be a non-empty list of ccxt market dicts with a 'symbol'")
     return [dict(m) for m in items]
+
+
+def _check_positive(operation: str, symbol: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and value > 0):
+        raise ValueError(f"{operation}({symbol!r}, {value!r}): expected a finite number > 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +212,16 @@ class CcxtExchange:
                 f"credentials={'set' if self._credentials()[0] else 'missing'})")
 
     def __getstate__(self) -> dict[str, Any]:
-        raise TypeError("CcxtExchange is process-local; register it in each process instead")
+        """Settings and cached markets only: a copy builds its own client, and reads its
+        credentials from `os.environ` (an explicit `env` mapping is never serialised)."""
+        state = dict(self.__dict__)
+        state.update(_lock=None, _client=None, _client_pid=0, _env=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        _instances.add(self)
 
     # client and markets -----------------------------------------------------------------------
     @property
@@ -251,17 +274,22 @@ class CcxtExchange:
             if self._client is not None:
                 self._client.set_markets(loaded)
 
-    def load_markets(self) -> dict[str, Any]:
-        """The markets by symbol, fetched once per `CcxtExchange` and cached (also across forks)."""
+    def _markets_client(self) -> Any:
+        """The client, with markets loaded: fetched once per `CcxtExchange`, then reused by
+        every client it builds (after a fork, after `reset_clients`)."""
         with self._lock:
             client = self.client
             if self._markets is None:
                 self._call("load_markets", client.load_markets, client)
                 self._markets = list(client.markets.values())
-            return dict(client.markets)
+            return client
+
+    def load_markets(self) -> dict[str, Any]:
+        """The markets by symbol (ccxt market dicts), loaded once and cached."""
+        return dict(self._markets_client().markets)
 
     def _market(self, symbol: str) -> dict[str, Any]:
-        markets = self.load_markets()
+        markets = self._markets_client().markets
         if symbol not in markets:
             close = difflib.get_close_matches(symbol, list(markets), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -283,9 +311,7 @@ class CcxtExchange:
         """Run one ccxt call; any exception leaves as a bkit `ExchangeError`."""
         try:
             return fn()
-        except BkitError:
-            raise
-        except Exception as exc:
+        except (ccxt.BaseError, *_UNEXPECTED_ANSWER) as exc:
             secrets = [s for s in self._credentials() if s]
             error = translate_ccxt_error(exc, self.exchange_name, operation,
                                          client if client is not None else self._client, secrets)
@@ -305,13 +331,18 @@ class CcxtExchange:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         self._market(symbol)
-        client, step = self.client, CANDLE_INTERVAL_MINUTES[interval] * 60_000
+        client, step = self._markets_client(), CANDLE_INTERVAL_MINUTES[interval] * 60_000
         since_ms = cursor = to_ms(since)
         by_time: dict[int, Candle] = {}
+
+        def fetch_page(start_ms: int, count: int) -> list[list[Any]]:
+            return self._call("get_candles",
+                              lambda: client.fetch_ohlcv(symbol, interval, start_ms, count),
+                              client)
+
         while len(by_time) < limit:
             want = min(self.page_limit, limit - len(by_time))
-            page = self._call("get_candles", lambda c=cursor, w=want: client.fetch_ohlcv(
-                symbol, interval, c, w), client)
+            page = fetch_page(cursor, want)
             candles = [parse_candle(row, symbol) for row in page]
             for candle in candles:
                 if candle.timestamp >= since_ms:
@@ -328,15 +359,25 @@ class CcxtExchange:
         return result
 
     def format_price(self, symbol: str, value: float) -> str:
-        """`value` rounded to the market's price precision, as the string to send."""
+        """`value` (quote units) rounded to the market's price tick, as the string to send.
+
+        ValueError for a value that is not a finite number > 0; `DefinitiveExchangeError`
+        (kind "invalid_order") when it rounds to nothing (below one tick).
+        """
+        _check_positive("format_price", symbol, value)
+        client = self._markets_client()
         self._market(symbol)
-        return self._call("format_price", lambda: self.client.price_to_precision(symbol, value))
+        return self._call("format_price", lambda: client.price_to_precision(symbol, value))
 
     def format_quantity(self, symbol: str, value: float) -> str:
-        """`value` (base units) rounded to the market's amount precision, as a string."""
+        """`value` (base units) truncated to the market's amount step, as the string to send.
+
+        Same errors as `format_price` (below one step: kind "invalid_order").
+        """
+        _check_positive("format_quantity", symbol, value)
+        client = self._markets_client()
         self._market(symbol)
-        return self._call("format_quantity",
-                          lambda: self.client.amount_to_precision(symbol, value))
+        return self._call("format_quantity", lambda: client.amount_to_precision(symbol, value))
 
     def market_limits(self, symbol: str) -> MarketLimits:
         """Minimum/maximum amount, cost (notional, quote units) and price, and the steps."""
@@ -415,14 +456,21 @@ class CcxtExchange:
 def add_ccxt_exchange(exchange_id: str, exchange_name: str | None = None, sandbox: bool = False,
                       markets: MarketsInput | None = None,
                       api_urls: Mapping[str, Any] | None = None, *,
-                      candle_cache: Any = None, note: str = "", **options: Any) -> CcxtExchange:
+                      candle_cache: Any = "auto", note: str = "", **options: Any
+                      ) -> CcxtExchange:
     """Build a `CcxtExchange` and register it with `bkit.core.registry.add_exchange`.
 
     `options` go to `CcxtExchange` (`timeout_ms`, `options`, `api_base_url`, `page_limit`…).
     With a `candle_cache` (see `bkit.exchange.candle_cache`), closed candle windows are fetched
-    once per window for every strategy and worker sharing that cache.
+    once per window for every strategy and worker sharing that cache. The default "auto"
+    shares through Redis when the broker is Redis, else through the database; None disables.
     """
     from bkit.core.registry import add_exchange
+
+    if candle_cache == "auto":
+        from bkit.exchange.default_cache import SettingsCandleCache
+
+        candle_cache = SettingsCandleCache()
 
     exchange = CcxtExchange(exchange_id, exchange_name=exchange_name, sandbox=sandbox,
                             markets=markets, api_urls=api_urls, **options)

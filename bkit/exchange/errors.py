@@ -55,8 +55,10 @@ class TransientExchangeError(ExchangeError):
     """
 
     def __init__(self, message: str, *, rate_limited: bool = False,
-                 retry_after_s: float | None = None, **context: str) -> None:
-        super().__init__(message, **context)
+                 retry_after_s: float | None = None, exchange_name: str = "",
+                 operation: str = "", ccxt_error: str = "") -> None:
+        super().__init__(message, exchange_name=exchange_name, operation=operation,
+                         ccxt_error=ccxt_error)
         self.rate_limited = rate_limited
         self.retry_after_s = retry_after_s
 
@@ -64,10 +66,12 @@ class TransientExchangeError(ExchangeError):
 class DefinitiveExchangeError(ExchangeError):
     """The venue refused: retrying the same call gives the same answer. See `DEFINITIVE_KINDS`."""
 
-    def __init__(self, message: str, *, kind: str = "exchange_error", **context: str) -> None:
+    def __init__(self, message: str, *, kind: str = "exchange_error", exchange_name: str = "",
+                 operation: str = "", ccxt_error: str = "") -> None:
         if kind not in DEFINITIVE_KINDS:
             raise ValueError(f"unknown definitive error kind {kind!r}")
-        super().__init__(message, **context)
+        super().__init__(message, exchange_name=exchange_name, operation=operation,
+                         ccxt_error=ccxt_error)
         self.kind = kind
 
 
@@ -82,9 +86,10 @@ class UnknownExchangeError(ExchangeError, ValueError):
 class MissingCredentialsError(DefinitiveExchangeError):
     """A private call (orders, balances) without API key/secret in the environment."""
 
-    def __init__(self, message: str, **context: str) -> None:
-        context.pop("kind", None)
-        super().__init__(message, kind="auth", **context)
+    def __init__(self, message: str, *, kind: str = "auth", exchange_name: str = "",
+                 operation: str = "", ccxt_error: str = "") -> None:
+        super().__init__(message, kind="auth", exchange_name=exchange_name,
+                         operation=operation, ccxt_error=ccxt_error)
 
 
 def _scrub(text: str, secrets: list[str]) -> str:
@@ -117,17 +122,15 @@ def translate_ccxt_error(exc: BaseException, exchange_name: str, operation: str,
     name = type(exc).__name__
     text = _scrub(str(exc), secrets or [])
     message = f"{exchange_name} {operation} failed: {name}: {text}"
-    context = {"exchange_name": exchange_name, "operation": operation, "ccxt_error": name}
-    if not isinstance(exc, ccxt.BaseError):
-        return TransientExchangeError(message, **context)
+    if not isinstance(exc, ccxt.BaseError) or isinstance(exc, ccxt.OperationFailed):
+        rate_limited = isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded)
+        return TransientExchangeError(
+            message, rate_limited=rate_limited,
+            retry_after_s=_retry_after_s(client) if rate_limited else None,
+            exchange_name=exchange_name, operation=operation, ccxt_error=name)
     if isinstance(exc, ccxt.OrderNotFound):
-        return OrderNotFoundError(message, **context)
-    if isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
-        error = TransientExchangeError(message, rate_limited=True, **context)
-        error.retry_after_s = _retry_after_s(client)
-        return error
-    if isinstance(exc, ccxt.OperationFailed):
-        return TransientExchangeError(message, **context)
+        return OrderNotFoundError(message, exchange_name=exchange_name, operation=operation,
+                                  ccxt_error=name)
     duplicate = isinstance(exc, ccxt.DuplicateOrderId) or (
         isinstance(exc, ccxt.InvalidOrder) and "duplicate" in text.lower())
     kinds: list[tuple[bool, str]] = [
@@ -141,4 +144,5 @@ def translate_ccxt_error(exc: BaseException, exchange_name: str, operation: str,
         (isinstance(exc, ccxt.BadRequest | ccxt.ArgumentsRequired), "bad_request"),
     ]
     kind = next((k for matched, k in kinds if matched), "exchange_error")
-    return DefinitiveExchangeError(message, kind=kind, **context)
+    return DefinitiveExchangeError(message, kind=kind, exchange_name=exchange_name,
+                                   operation=operation, ccxt_error=name)

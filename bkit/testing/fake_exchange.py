@@ -334,7 +334,7 @@ class FakeExchange:
         self._faults: dict[str, Fault] = {}
         self._queued: dict[str, deque[Fault]] = {}
         self._counts: Counter[tuple[str, str]] = Counter()
-        self._log: list[RequestRecord] = []
+        self._log: deque[RequestRecord] = deque(maxlen=200_000)
         self._orders: list[FakeOrder] = []
         self._unique = unique_client_ids
         self._balances: dict[str, str] = {"USDT": "1000000", "BTC": "100", "ETH": "1000"}

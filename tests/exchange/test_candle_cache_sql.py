@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ from bkit.exchange import (
 )
 from bkit.testing import FakeExchange
 
+TABLE: Any = CachedCandleBatch.__table__  # type: ignore[attr-defined]
 KLINES = "/api/v3/klines"
 SYMBOL = "XRP/ETH"
 NAME = "fake-binance"
@@ -37,7 +39,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine
                                   connect_args={"timeout": 30})
     else:
         engine = request.getfixturevalue("pg_engine")
-    SQLModel.metadata.create_all(engine, tables=[CachedCandleBatch.__table__])  # type: ignore[list-item]
+    SQLModel.metadata.create_all(engine, tables=[TABLE])
     yield engine
     engine.dispose()
 
@@ -53,7 +55,7 @@ def tick(cache: SqlCandleCache, exchange: CcxtExchange, when: datetime) -> list[
 
 
 def test_the_table_is_candle_cache() -> None:
-    assert CachedCandleBatch.__table__.name == "candle_cache"  # type: ignore[attr-defined]
+    assert TABLE.name == "candle_cache"
 
 
 def test_concurrent_askers_share_one_request(
@@ -97,7 +99,7 @@ def test_another_engine_reads_what_one_stored(
         other.dispose()
     assert fake.request_count(KLINES) == 1
     with engine.connect() as conn:
-        keys = conn.execute(sa.select(CachedCandleBatch.cache_key)).scalars().all()
+        keys = conn.execute(sa.select(TABLE.c.cache_key)).scalars().all()
     assert len(keys) == 1 and keys[0].startswith("c|fake-binance|XRP/ETH|1m|")  # no lock left
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import pickle
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -107,6 +108,21 @@ def test_prices_round_to_the_tick_and_amounts_truncate_to_the_step(
     assert exchange.format_quantity(symbol, amount) == amount_text
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 0.0, "1.5", True])
+def test_formatting_refuses_values_that_are_not_positive_numbers(
+        exchange: CcxtExchange, value: object) -> None:
+    with pytest.raises(ValueError, match="finite number > 0"):
+        exchange.format_price("BTC/USDT", value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="finite number > 0"):
+        exchange.format_quantity("BTC/USDT", value)  # type: ignore[arg-type]
+
+
+def test_an_amount_below_one_step_is_an_invalid_order(exchange: CcxtExchange) -> None:
+    with pytest.raises(DefinitiveExchangeError, match="minimum amount precision") as caught:
+        exchange.format_quantity("BTC/USDT", 0.000001)
+    assert caught.value.kind == "invalid_order"
+
+
 def test_market_limits_come_from_the_venue_filters(exchange: CcxtExchange) -> None:
     btc = exchange.market_limits("BTC/USDT")
     assert (btc.min_amount, btc.min_cost, btc.amount_step, btc.price_step) == (
@@ -191,6 +207,18 @@ def test_reset_clients_drops_the_client(exchange: CcxtExchange) -> None:
     before = exchange.client
     reset_clients()
     assert exchange.client is not before
+
+
+def test_a_copy_carries_settings_and_markets_but_no_client_or_keys(
+        fake: FakeExchange, exchange: CcxtExchange, xrp_candles: list[Candle]) -> None:
+    exchange.get_candles("XRP/ETH", "1m", xrp_candles[0].opened_at, 2)
+    blob = pickle.dumps(exchange)
+    assert b"test-secret" not in blob and b"test-key" not in blob
+    copy = pickle.loads(blob)
+    assert copy.get_candles("XRP/ETH", "1m", xrp_candles[0].opened_at, 2) == xrp_candles[:2]
+    assert copy.client is not exchange.client
+    assert "credentials=missing" in repr(copy)  # env mappings stay behind; os.environ is used
+    assert fake.request_count("/api/v3/exchangeInfo") == 0
 
 
 def test_sandbox_switches_to_the_testnet_urls() -> None:
@@ -288,7 +316,7 @@ def test_add_ccxt_exchange_registers_candles_and_formatters(
     try:
         exchange = add_ccxt_exchange(
             "binance", exchange_name=name, markets=MARKETS_DIR / "binance_markets.json",
-            api_base_url=fake.base_url, timeout_ms=2_000, env={})
+            api_base_url=fake.base_url, timeout_ms=2_000, env={}, candle_cache=None)
         schema = REGISTRY.exchange(name)
         assert schema.source is exchange
         assert schema.format_price("BTC/USDT", 64123.4567) == "64123.46"
@@ -312,5 +340,21 @@ def test_add_ccxt_exchange_with_a_cache_reads_through_it(
             assert get_candles("XRP/ETH", "1m", xrp_candles[0].opened_at, 5) == [
                 c for c in xrp_candles if c.timestamp < xrp_candles[0].timestamp + 300_000]
         assert fake.request_count(KLINES) == 1
+    finally:
+        REGISTRY.exchanges.pop(name, None)
+
+
+def test_add_ccxt_exchange_shares_candles_through_the_settings_cache_by_default(
+        fake: FakeExchange) -> None:
+    from bkit.exchange.default_cache import SettingsCandleCache
+
+    name = "fake-binance-default-cache"
+    try:
+        add_ccxt_exchange("binance", exchange_name=name,
+                          markets=MARKETS_DIR / "binance_markets.json",
+                          api_base_url=fake.base_url, env={})
+        get_candles = REGISTRY.exchange(name).get_candles
+        assert isinstance(get_candles, CachingCandleSource)
+        assert isinstance(get_candles.cache, SettingsCandleCache)
     finally:
         REGISTRY.exchanges.pop(name, None)

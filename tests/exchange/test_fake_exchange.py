@@ -131,3 +131,13 @@ def test_synthetic_candles_are_seeded_and_valid() -> None:
     assert a == synthetic_candles(seed=1, start_ms=0, count=500)
     assert a != synthetic_candles(seed=2, start_ms=0, count=500)
     assert all(c.low <= min(c.open, c.close) and c.high >= max(c.open, c.close) for c in a)
+
+
+def test_time_and_account_answer_like_binance(fake: FakeExchange) -> None:
+    client = ccxt.binance({"apiKey": "k", "secret": "s",
+                           "options": {"fetchCurrencies": False, "fetchMargins": False}})
+    point_ccxt_at(client, fake.base_url)
+    fake.set_clock(1_700_000_000_123)
+    assert client.fetch_time() == 1_700_000_000_123
+    balance = client.fetch_balance()
+    assert balance["USDT"]["free"] == 1_000_000.0 and balance["BTC"]["used"] == 0.0
