@@ -18,7 +18,7 @@ from bkit.clock import clock_from_settings
 from bkit.settings import Settings, get_settings
 
 log = logging.getLogger("bkit.celery")
-RELAY_SECONDS = 20.0
+RECONCILE_SECONDS = 300.0
 QUEUES = ("ticks", "orders", "maint")
 
 
@@ -71,8 +71,11 @@ def make_app(settings: Settings | None = None) -> Celery:
             "fanout-ticks": {"task": "bkit.fanout_ticks", "schedule": timedelta(seconds=period),
                              "options": {"expires": max(1.0, period * 0.9)}},
             "relay-outbox": {"task": "bkit.orders.relay_outbox",
-                             "schedule": timedelta(seconds=RELAY_SECONDS),
-                             "options": {"expires": RELAY_SECONDS}},
+                             "schedule": timedelta(seconds=settings.relay_seconds),
+                             "options": {"expires": settings.relay_seconds}},
+            "reconcile-orders": {"task": "bkit.orders.reconcile",
+                                 "schedule": timedelta(seconds=RECONCILE_SECONDS),
+                                 "options": {"expires": RECONCILE_SECONDS}},
         },
         beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
     )

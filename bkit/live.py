@@ -17,11 +17,13 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bkit.broker.registry import broker_for
 from bkit.clock import SystemClock
 from bkit.core.registry import REGISTRY, get_config
 from bkit.core.results import RUN_ACTIONS, TickResult
 from bkit.core.statistics import ClosedTrade, ReportRow, compute_statistics
 from bkit.report.markdown import render_markdown_report
+from bkit.runtime import enqueue_submit
 from bkit.store import signal_rows
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.event_log import event_as_dict, events_after, last_event_id
@@ -73,7 +75,7 @@ class LiveApi:
                 settings = get_settings()
                 self._env = TickEnv(engine=self._engine(), clock=SystemClock(),
                                     lease_seconds=settings.lease_seconds,
-                                    uses_broker=settings.order_broker != "none")
+                                    brokers=broker_for, enqueue_order=enqueue_submit)
             return self._env
 
     def _start(self, symbol: str, strategy_name: str, exchange_name: str) -> int:

@@ -8,8 +8,10 @@ import os
 import sys
 import threading
 
+from bkit.broker.registry import broker_for
 from bkit.clock import clock_from_settings
 from bkit.core.errors import BkitError
+from bkit.orders import OrdersEnv
 from bkit.settings import get_settings
 from bkit.store.engine import get_engine
 from bkit.store.migrations import ensure_schema
@@ -49,7 +51,8 @@ def import_strategy_modules(modules: list[str] | None = None) -> list[str]:
     return done
 
 
-def _enqueue_submit(intent_id: int) -> None:
+def enqueue_submit(intent_id: int) -> None:
+    """Send `bkit.orders.submit(intent_id)` to the orders queue (after the intent commits)."""
     from bkit.celery import app
 
     app.send_task("bkit.orders.submit", args=[intent_id], queue="orders")
@@ -67,12 +70,40 @@ def tick_env() -> TickEnv:
                 ensure_schema(engine)
                 env = TickEnv(engine=engine, clock=clock_from_settings(),
                               lease_seconds=settings.lease_seconds,
-                              uses_broker=settings.order_broker != "none",
-                              enqueue_order=_enqueue_submit)
+                              brokers=broker_for,
+                              enqueue_order=enqueue_submit)
                 _env = (pid, env)
     return _env[1]
 
 
 def reset_runtime() -> None:
-    global _env
+    global _env, _orders_env
     _env = None
+    _orders_env = None
+
+
+_orders_env: tuple[int, OrdersEnv] | None = None
+
+
+def _enqueue_submit_later(intent_id: int, countdown: float) -> None:
+    from bkit.celery import app
+
+    app.send_task("bkit.orders.submit", args=[intent_id], queue="orders",
+                  countdown=max(0.0, countdown))
+
+
+def orders_env() -> OrdersEnv:
+    """This process's orders environment (rebuilt after a fork)."""
+    global _orders_env
+    pid = os.getpid()
+    if _orders_env is None or _orders_env[0] != pid:
+        engine = get_engine()
+        ensure_schema(engine)
+        settings = get_settings()
+        _orders_env = (pid, OrdersEnv(
+            engine=engine, clock=clock_from_settings(), brokers=broker_for,
+            enqueue=_enqueue_submit_later,
+            send_lease_seconds=settings.order_send_lease_seconds,
+            backoff_ceiling_seconds=settings.order_backoff_max_seconds,
+            rate_limit_backoff_seconds=settings.order_rate_limit_backoff_seconds))
+    return _orders_env[1]

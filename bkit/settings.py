@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     lease_seconds: float = 55.0
     #: Order broker: "none" (signals only), "paper" or "ccxt".
     order_broker: str = "none"
+    #: Orders: send-lease of one submit attempt, backoff ceiling and the minimum wait after a
+    #: rate limit (wall seconds); the outbox relay's period.
+    order_send_lease_seconds: float = 45.0
+    order_backoff_max_seconds: float = 60.0
+    order_rate_limit_backoff_seconds: float = 30.0
+    relay_seconds: float = 20.0
     #: Replay clock (demo, tests, soak): market now = start + (real now − epoch) × speed.
     replay_start: datetime | None = None
     replay_speed: float = 60.0

@@ -11,7 +11,6 @@ call `run_tick`):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,12 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from bkit import events
+from bkit.broker.base import OrderBroker
 from bkit.clock import Clock
 from bkit.core.candles import floor_to_minute
 from bkit.core.config import Config
@@ -38,13 +38,14 @@ from bkit.core.machine import (
     wants_signal,
 )
 from bkit.core.registry import REGISTRY, Registry, RiskSchema, StrategySchema, get_config
-from bkit.core.results import CallbackCall, Notice, OrderRequest, TickResult
+from bkit.core.results import CallbackCall, Notice, TickResult
 from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
 from bkit.pricing import PriceUnavailableError, tick_price
 from bkit.store import signal_rows
 from bkit.store.engine import session_scope
-from bkit.store.event_log import event_as_dict, notice_event, result_event
+from bkit.store.event_log import event_as_dict, notice_event
 from bkit.store.keys import Claim, claim_statement, is_halted, release_claim
+from bkit.store.outcomes import store_outcome
 from bkit.store.tables import EventRecord, OrderIntent, RiskBudget, RiskSlot, StrategySymbol
 
 log = logging.getLogger("bkit.tick")
@@ -63,7 +64,8 @@ class TickEnv:
     registry: Registry = REGISTRY
     config: Callable[[], Config] = get_config
     lease_seconds: float = 55.0
-    uses_broker: bool = False
+    #: The order broker of an exchange, or None: signals only (SPEC §8).
+    brokers: Callable[[str], OrderBroker | None] = lambda _name: None
     enqueue_order: Callable[[int], None] | None = None
     seen_signals: set[str] = field(default_factory=set)  # restored-signal detection
 
@@ -79,12 +81,6 @@ def bucket_of(when: datetime) -> int:
 
 def minute_of(bucket: int) -> datetime:
     return datetime.fromtimestamp(bucket * 60, tz=UTC)
-
-
-def client_order_id(key_id: int, signal_id: str, kind: str, attempt: int) -> str:
-    """Deterministic, short, venue-safe id: `bk` + 30 hex of (key, signal, kind, attempt)."""
-    digest = hashlib.sha256(f"{key_id}:{signal_id}:{kind}:{attempt}".encode()).hexdigest()
-    return f"bk{digest[:30]}"
 
 
 @dataclass
@@ -240,7 +236,7 @@ def _write_back(env: TickEnv, claim: Claim, ctx: KeyContext, when: datetime, pri
         state = KeyState(row, status, key.signal_window, key.command)  # type: ignore
         check = _risk_check(session, risk, ctx, when, price) if risk else None
         outcome = advance(ctx, state, when, price, config, answer=answer, risk_check=check,
-                          uses_broker=env.uses_broker)
+                          uses_broker=env.brokers(key.exchange_name) is not None)
         if outcome.signal is not None and record is None and \
                 signal_rows.find_signal(session, claim.key_id, outcome.signal.id) is not None:
             # A strategy reused a signal id of this key: refuse it, never overwrite history.
@@ -250,79 +246,44 @@ def _write_back(env: TickEnv, claim: Claim, ctx: KeyContext, when: datetime, pri
                                 "for this key", {"stage": "validation"})],
                 signal_window=outcome.signal_window)
 
-        intent_ids = _persist(session, key, record, outcome, when, now)
+        outcome, amount = _plan_order(session, env, key, outcome, ctx, price, when)
         duration_ms = (time.perf_counter() - started) * 1000
-        records = [result_event(key.id, outcome.result, env.origin, duration_ms)]
-        records += [notice_event(key.id, n, symbol=ctx.symbol, strategy_name=ctx.strategy_name,
-                                 exchange_name=ctx.exchange_name, when=when, origin=env.origin)
-                    for n in outcome.notices]
-        if outcome.finished:
-            records.append(notice_event(key.id, Notice("done", "stopped key finished"),
-                                        symbol=ctx.symbol, strategy_name=ctx.strategy_name,
-                                        exchange_name=ctx.exchange_name, when=when,
-                                        origin=env.origin))
-        session.add_all(records)
-        if outcome.signal_window is not None:
-            key.signal_window = outcome.signal_window
-        if outcome.clear_command:
-            key.command = None
-        if outcome.finished:
-            key.status = "disabled"
+        added, intent_ids = store_outcome(session, key, record, outcome, when, now, env.origin,
+                                          duration_ms=duration_ms, order_amount=amount)
         lag = env.clock.wall_seconds((env.clock.now() - when).total_seconds()) * 1000
         key.lease_owner, key.lease_until = None, None
         key.last_tick_at, key.last_tick_lag_ms, key.updated_at = when, lag, now
         session.flush()
-        dispatched = [event_as_dict(r) for r in records]
+        dispatched = [event_as_dict(r) for r in added]
     return outcome, dispatched, intent_ids, restored
 
 
-def _persist(session: Session, key: StrategySymbol, record: Any, outcome: TickOutcome,
-             when: datetime, now: datetime) -> list[int]:
-    assert key.id is not None
-    row = outcome.signal
-    if row is not None:
-        if record is not None and record.signal_id == row.id:
-            signal_rows.apply_to_record(record, row, now)
-        else:
-            session.add(signal_rows.new_record(key.id, row, now))
-    if row is not None and outcome.slot is not None:
-        _apply_slot(session, key, row, outcome.slot, when)
-    if outcome.order is not None:
-        intent = new_intent(key, outcome.order, row, now)
-        session.add(intent)
-        session.flush()
-        assert intent.id is not None
-        return [intent.id]
-    return []
-
-
-def _apply_slot(session: Session, key: StrategySymbol, row: SignalRow, change: str,
-                when: datetime) -> None:
-    from bkit.core.registry import REGISTRY as registry
-
-    strategy = registry.strategies.get(key.strategy_name)
-    if strategy is None or strategy.risk_name is None:
-        return
-    if change == "acquire":
-        session.add(RiskSlot(risk_name=strategy.risk_name, key_id=key.id, signal_id=row.id,
-                             symbol=key.symbol, strategy_name=key.strategy_name,
-                             exchange_name=key.exchange_name, acquired_at=when))
-    else:
-        session.execute(delete(RiskSlot).where(RiskSlot.key_id == key.id,
-                                               RiskSlot.signal_id == row.id))
-
-
-def new_intent(key: StrategySymbol, order: OrderRequest, row: SignalRow | None,
-               now: datetime) -> OrderIntent:
-    """An outbox row for `order`; the attempt number makes a re-sent close a new order."""
-    attempt = 0 if row is None else row.close_rejections
-    assert key.id is not None
-    return OrderIntent(key_id=key.id, signal_id=order.signal_id, kind=order.kind,
-                       client_order_id=client_order_id(key.id, order.signal_id, order.kind,
-                                                       attempt),
-                       exchange_name=key.exchange_name, symbol=order.symbol, side=order.side,
-                       price=order.price, cost=order.cost, status="pending",
-                       next_attempt_at=now, created_at=now, updated_at=now)
+def _plan_order(session: Session, env: TickEnv, key: StrategySymbol, outcome: TickOutcome,
+                ctx: KeyContext, price: float, when: datetime
+                ) -> tuple[TickOutcome, float | None]:
+    """Size the order of `outcome` before its intent is queued. An entry that the market's
+    precision or limits refuse is dropped here with an error event: nothing is stored. An exit
+    sells what the entry bought."""
+    order = outcome.order
+    if order is None:
+        return outcome, None
+    broker = env.brokers(key.exchange_name)
+    assert broker is not None
+    if order.kind == "close":
+        filled = session.execute(select(OrderIntent.filled_amount).where(
+            OrderIntent.key_id == key.id, OrderIntent.signal_id == order.signal_id,
+            OrderIntent.kind == "open", OrderIntent.status == "filled")).scalar()
+        return outcome, filled
+    plan = broker.plan_open(order.symbol, order.side, order.cost, order.price)
+    if plan.problem is None:
+        return outcome, plan.amount
+    refused = TickOutcome(
+        result=TickResult("idle", ctx.symbol, ctx.strategy_name, ctx.exchange_name, price,
+                          when),
+        notices=[Notice("error", f"entry refused before sending: {plan.problem}",
+                        {"stage": "order_check", "signal_id": order.signal_id})],
+        signal_window=outcome.signal_window)
+    return refused, None
 
 
 def _after_commit(env: TickEnv, key_id: int, strategy: StrategySchema, ctx: KeyContext,

@@ -39,9 +39,15 @@ def _create_v2(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[CachedCandleBatch.__table__], checkfirst=True)
 
 
+def _create_v3(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn, tables=[tables.PaperOrder.__table__],  # type: ignore
+                                 checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "keys, signals, risk slots, events, order intents", _create_v1),
     (2, "candle cache", _create_v2),
+    (3, "paper broker orders", _create_v3),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -177,6 +177,22 @@ class OrderIntent(SQLModel, table=True):
     updated_at: datetime | None = _dt()
 
 
+class PaperOrder(SQLModel, table=True):
+    """A simulated order of the paper broker (dry runs), unique by client order id."""
+
+    __tablename__ = "paper_order"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_order_id: str = Field(max_length=36, unique=True)
+    exchange_name: str = Field(max_length=64)
+    symbol: str = Field(max_length=64)
+    side: str = Field(max_length=4)
+    amount: float
+    fill_price: float
+    fee: float
+    created_at: datetime | None = _dt()
+
+
 class BkitSetting(SQLModel, table=True):
     """Small key/value flags shared by every process (e.g. the global halt switch)."""
 

@@ -1,0 +1,94 @@
+"""Writing a state-machine outcome: signal row, risk slot, order intent, events, key fields.
+
+Shared by the tick's write-back and the orders worker's confirmations. The caller holds the
+key row lock (lock discipline: every writer of a key's signal rows locks the key first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete
+from sqlmodel import Session
+
+from bkit.core.machine import TickOutcome
+from bkit.core.registry import REGISTRY
+from bkit.core.results import Notice, OrderRequest
+from bkit.core.signals import SignalRow
+from bkit.store import signal_rows
+from bkit.store.event_log import notice_event, result_event
+from bkit.store.tables import EventRecord, OrderIntent, RiskSlot, StrategySymbol
+
+
+def client_order_id(key_id: int, signal_id: str, kind: str, attempt: int) -> str:
+    """Deterministic, short, venue-safe id: `bk` + 30 hex of (key, signal, kind, attempt)."""
+    digest = hashlib.sha256(f"{key_id}:{signal_id}:{kind}:{attempt}".encode()).hexdigest()
+    return f"bk{digest[:30]}"
+
+
+def new_intent(key: StrategySymbol, order: OrderRequest, row: SignalRow | None,
+               now: datetime, amount: float | None) -> OrderIntent:
+    """An outbox row for `order`; the attempt number makes a re-sent close a new order."""
+    attempt = 0 if row is None else row.close_rejections
+    assert key.id is not None
+    return OrderIntent(key_id=key.id, signal_id=order.signal_id, kind=order.kind,
+                       client_order_id=client_order_id(key.id, order.signal_id, order.kind,
+                                                       attempt),
+                       exchange_name=key.exchange_name, symbol=order.symbol, side=order.side,
+                       amount=amount, price=order.price, cost=order.cost, status="pending",
+                       next_attempt_at=now, created_at=now, updated_at=now)
+
+
+def _apply_slot(session: Session, key: StrategySymbol, row: SignalRow, change: str,
+                when: datetime) -> None:
+    strategy = REGISTRY.strategies.get(key.strategy_name)
+    if change == "acquire":
+        if strategy is None or strategy.risk_name is None:
+            return
+        session.add(RiskSlot(risk_name=strategy.risk_name, key_id=key.id, signal_id=row.id,
+                             symbol=key.symbol, strategy_name=key.strategy_name,
+                             exchange_name=key.exchange_name, acquired_at=when))
+    else:  # release whatever this signal holds, even if the profile was renamed since
+        session.execute(delete(RiskSlot).where(RiskSlot.key_id == key.id,
+                                               RiskSlot.signal_id == row.id))
+
+
+def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: TickOutcome,
+                  when: datetime, now: datetime, origin: str, *,
+                  duration_ms: float | None = None, order_amount: float | None = None
+                  ) -> tuple[list[EventRecord], list[int]]:
+    """Persist `outcome` for `key` (whose live signal row is `record`, or None). Returns the
+    event rows added (flushed, with ids) and the ids of new order intents."""
+    assert key.id is not None
+    row = outcome.signal
+    if row is not None:
+        if record is not None and record.signal_id == row.id:
+            signal_rows.apply_to_record(record, row, now)
+        else:
+            session.add(signal_rows.new_record(key.id, row, now))
+    if row is not None and outcome.slot is not None:
+        _apply_slot(session, key, row, outcome.slot, when)
+    intent_ids: list[int] = []
+    if outcome.order is not None:
+        intent = new_intent(key, outcome.order, row, now, order_amount)
+        session.add(intent)
+        session.flush()
+        assert intent.id is not None
+        intent_ids.append(intent.id)
+
+    names = {"symbol": key.symbol, "strategy_name": key.strategy_name,
+             "exchange_name": key.exchange_name, "when": when, "origin": origin}
+    records = [result_event(key.id, outcome.result, origin, duration_ms)]
+    records += [notice_event(key.id, n, **names) for n in outcome.notices]
+    if outcome.finished:
+        records.append(notice_event(key.id, Notice("done", "stopped key finished"), **names))
+        key.status = "disabled"
+    if outcome.signal_window is not None:
+        key.signal_window = outcome.signal_window
+    if outcome.clear_command:
+        key.command = None
+    session.add_all(records)
+    session.flush()
+    return records, intent_ids
