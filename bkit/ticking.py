@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -93,6 +93,11 @@ class _Snapshot:
 def _claim(env: TickEnv, key_id: int, bucket: int) -> tuple[Claim, _Snapshot] | None:
     """Claim the key and read its live signal in one short committed transaction."""
     with session_scope(env.engine) as session:
+        if env.engine.dialect.name == "postgresql":
+            # Safe without an fsync: a write-back commits after this claim in the WAL and
+            # flushes it too; a claim lost in a crash had no write-back, so re-ticking it is
+            # right. Saves one disk flush per tick.
+            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         key = session.execute(claim_statement(key_id, bucket, env.origin, env.lease_seconds)
                               ).scalars().first()
         if key is None:

@@ -19,7 +19,13 @@ from bkit.core.config import Config
 from bkit.core.errors import SignalValidationError
 from bkit.core.pnl import Pnl, pnl_for
 from bkit.core.results import CallbackCall, Notice, OrderRequest, TickResult
-from bkit.core.signals import PublicSignal, SignalRow, ValidSignal, validate_signal
+from bkit.core.signals import (
+    PublicSignal,
+    SignalRow,
+    ValidSignal,
+    stored_row_problems,
+    validate_signal,
+)
 
 KeyStatus = Literal["enabled", "draining", "paused", "disabled"]
 Command = Literal["close_position", "cancel_scheduled"]
@@ -221,6 +227,9 @@ def advance(ctx: KeyContext, state: KeyState, when: datetime, price: float, conf
     tick.answer, tick.risk_check = answer, risk_check
     row = state.signal if state.signal is not None and state.signal.is_live else None
 
+    if row is not None and (problems := stored_row_problems(row)):
+        return quarantine(tick, row, problems)
+
     if row is not None and row.order_in_flight:
         return tick.idle(row)  # no new decision while the exchange has not answered
     if row is not None and row.state == "closing":
@@ -252,6 +261,16 @@ def _monitor(tick: _Tick, state: KeyState, row: SignalRow | None) -> TickOutcome
     if state.status != "enabled" or tick.answer is None:
         return tick.idle()
     return _new_signal(tick, tick.answer, tick.risk_check)
+
+
+def quarantine(tick: _Tick, row: SignalRow, problems: list[str]) -> TickOutcome:
+    """A corrupted stored row is taken out of trading (never traded on), its slot freed, and
+    an error event says why. The row stays for an operator to inspect."""
+    held = row.evolve(state="quarantined", order_in_flight=False,
+                      extra={**row.extra, "quarantine": problems})
+    return TickOutcome(result=tick.result("idle"), signal=held, slot="release", notices=[Notice(
+        "error", f"signal {row.id} quarantined, never traded: " + "; ".join(problems),
+        {"stage": "integrity", "signal_id": row.id, "problems": problems})])
 
 
 def _apply_command(tick: _Tick, row: SignalRow | None, command: str) -> TickOutcome | None:

@@ -15,7 +15,9 @@ from bkit.core.errors import SignalValidationError
 
 Position = Literal["long", "short"]
 #: Life of a signal row. `opening` / `closing`: an order intent is in flight (broker mode).
-SignalState = Literal["scheduled", "opening", "opened", "closing", "closed", "cancelled"]
+#: `quarantined`: a stored row that failed its integrity check; never traded again.
+SignalState = Literal["scheduled", "opening", "opened", "closing", "closed", "cancelled",
+                      "quarantined"]
 LIVE_STATES: frozenset[str] = frozenset({"scheduled", "opening", "opened", "closing"})
 CloseReason = Literal["take_profit", "stop_loss", "time_expired", "closed"]
 CancelReason = Literal["timeout", "price_reject", "user"]
@@ -267,3 +269,29 @@ def validate_signal(raw: Any, *, symbol: str, current_price: float, config: Conf
         cost=float(cost),
         immediate=immediate,
     )
+
+
+def stored_row_problems(row: SignalRow) -> list[str]:
+    """Why a stored live signal row cannot be traded (hand-edited or corrupted): non-finite or
+    non-positive prices, TP/SL on the wrong side of the entry, a bad lifetime or cost, missing
+    times. Empty when the row is sound."""
+    problems = []
+    prices = {"price_open": row.price_open, "price_take_profit": row.price_take_profit,
+              "price_stop_loss": row.price_stop_loss, "cost": row.cost}
+    for name, value in prices.items():
+        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            problems.append(f"{name} is {value!r}, not a finite number > 0")
+    if row.position not in ("long", "short"):
+        problems.append(f"position is {row.position!r}")
+    elif not problems:
+        sign = 1 if row.position == "long" else -1
+        if not sign * row.price_take_profit > sign * row.price_open > sign * row.price_stop_loss:
+            problems.append(f"{row.position} with TP {row.price_take_profit}, open "
+                            f"{row.price_open}, SL {row.price_stop_loss} is impossible")
+    if not isinstance(row.minute_estimated_time, int) or row.minute_estimated_time <= 0:
+        problems.append(f"minute_estimated_time is {row.minute_estimated_time!r}")
+    if row.state == "scheduled" and row.scheduled_at is None:
+        problems.append("scheduled without scheduled_at")
+    if row.state in ("opened", "closing") and row.pending_at is None:
+        problems.append("open without pending_at")
+    return problems

@@ -125,3 +125,24 @@ def test_global_halt_blocks_new_entries_but_keeps_managing_open_positions(
         session.get(BkitSetting, "halt").value = "0"  # type: ignore[union-attr]
     resumed = Live.tick("ETH/BTC-HALTED", "it-long", "paper", START + timedelta(minutes=2))
     assert resumed is not None and resumed.action == "opened"
+
+
+def test_hand_edited_impossible_row_is_quarantined_with_an_error_and_never_traded(
+        runtime: Runtime) -> None:
+    errors: list[dict] = []
+    listen_error(errors.append)
+    opened = Live.tick("XRP/ETH", "it-long", "paper", START)
+    assert opened is not None and opened.action == "opened"
+    with session_scope(get_engine()) as session:  # an operator's typo: SL above the entry
+        record = session.execute(select(SignalRecord)).scalars().one()
+        record.price_stop_loss = record.price_open * 2
+    result = Live.tick("XRP/ETH", "it-long", "paper", START + timedelta(minutes=1))
+    assert result is not None and result.action == "idle"
+    with session_scope(get_engine()) as session:
+        record = session.execute(select(SignalRecord)).scalars().one()
+        closed_events = session.execute(select(func.count()).select_from(EventRecord).where(
+            EventRecord.action == "closed")).scalar_one()
+    assert record.state == "quarantined" and record.pnl_percentage is None
+    assert closed_events == 0
+    assert any("quarantined" in e["message"] and record.signal_id in e["message"]
+               for e in errors)

@@ -1,4 +1,4 @@
-"""The `bkit` command: the admin script (strategies, keys, reports, database) and the demo."""
+"""`bkit db upgrade` and `bkit demo` (a real worker + beat on the embedded default)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)
+from bkit.cli.output import EXIT_ERROR, EXIT_OK, say
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -25,7 +20,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from bkit.store.migrations import upgrade
 
     before, after = upgrade(get_engine())
-    _print(f"database schema: {before if before is not None else 'empty'} -> {after}")
+    say(f"database schema: {before if before is not None else 'empty'} -> {after}")
     return EXIT_OK
 
 
@@ -86,9 +81,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     upgrade(engine)
     for symbol in demo.DEMO_SYMBOLS:
         ensure_key(engine, demo.DEMO_STRATEGY, demo.DEMO_EXCHANGE, symbol)
-    _print(f"bkit demo: {demo.DEMO_STRATEGY} on {', '.join(demo.DEMO_SYMBOLS)} "
-           f"(paper exchange, real candles), {args.minutes} market minutes at {args.speed:g}x")
-    _print(f"state in {home}; worker + beat: celery -A bkit worker -B")
+    say(f"bkit demo: {demo.DEMO_STRATEGY} on {', '.join(demo.DEMO_SYMBOLS)} "
+        f"(paper exchange, real candles), {args.minutes} market minutes at {args.speed:g}x")
+    say(f"state in {home}; worker + beat: celery -A bkit worker -B")
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bkit", "--quiet", "worker", "-B", "-c", "2",
          "--loglevel", "WARNING", "-s", str(home / "celerybeat-schedule")], env=env)
@@ -97,7 +92,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         while time.monotonic() < deadline:
             if worker.poll() is not None:
-                _print(f"worker exited early with code {worker.returncode}")
+                say(f"worker exited early with code {worker.returncode}")
                 return EXIT_ERROR
             with session_scope(engine) as session:
                 rows = events_after(session, after, kinds=("signal", "error"))
@@ -106,10 +101,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 after = event_id or after
                 if kind == "error":
                     counts["error"] += 1
-                    _print(f"error: {message}")
+                    say(f"error: {message}")
                 elif action in ("opened", "closed", "cancelled"):
                     counts[action] += 1
-                    _print(_describe(payload or {}))
+                    say(_describe(payload or {}))
             time.sleep(0.2)
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -117,43 +112,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
-    _print(f"done: {counts['opened']} opened, {counts['closed']} closed, "
-           f"{counts['cancelled']} cancelled, {counts['error']} errors")
+    say(f"done: {counts['opened']} opened, {counts['closed']} closed, "
+        f"{counts['cancelled']} cancelled, {counts['error']} errors")
     from bkit.live import Live
 
     for symbol in demo.DEMO_SYMBOLS:
         data = Live.get_data(symbol, demo.DEMO_STRATEGY, demo.DEMO_EXCHANGE)
-        _print(f"{symbol}: {data['total_closed']} closed, total PnL {data['total_pnl']:+.3f}%")
+        say(f"{symbol}: {data['total_closed']} closed, total PnL {data['total_pnl']:+.3f}%")
     return EXIT_OK
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bkit", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    db = sub.add_parser("db", help="database schema")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
-    db_sub.add_parser("upgrade", help="create or migrate the schema (safe to repeat)"
-                      ).set_defaults(func=cmd_db_upgrade)
-    demo = sub.add_parser("demo", help="run a worker + beat on the paper exchange and print "
-                          "trades as they happen (embedded default)")
-    demo.add_argument("--minutes", type=int, default=240, help="market minutes to replay")
-    demo.add_argument("--speed", type=float, default=120.0,
-                      help="market seconds per real second")
-    demo.add_argument("--home", help="state folder (default: BKIT_HOME/demo)")
-    demo.set_defaults(func=cmd_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from bkit.core.errors import BkitError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except BkitError as exc:
-        print(f"bkit: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())

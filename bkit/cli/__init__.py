@@ -1,0 +1,160 @@
+"""The `bkit` command: the admin script (strategies, keys, reports, database) and the demo.
+
+Exit codes: 0 ok, 1 error (refused, database down, broken strategy module), 2 usage or an
+unknown strategy, exchange or symbol (nothing changed). Key changes are database writes that
+the next fan-out reads: no restart needed. Every change is recorded in the event log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bkit.cli.commands import (
+    cmd_enable,
+    cmd_flower,
+    cmd_halt,
+    cmd_health,
+    cmd_metrics,
+    cmd_report,
+    cmd_set_status,
+    cmd_status,
+    cmd_strategies,
+)
+from bkit.cli.demo import cmd_db_upgrade, cmd_demo
+from bkit.cli.output import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+
+def _key_command(sub: argparse._SubParsersAction, name: str, help_: str, status: str,
+                 actor: argparse.ArgumentParser, *, force: bool = False,
+                 only_from: Sequence[str] | None = None) -> None:
+    parser = sub.add_parser(name, help=help_, description=help_, parents=[actor])
+    parser.add_argument("strategy", metavar="STRATEGY")
+    parser.add_argument("symbols", metavar="SYMBOL", nargs="*", help="existing keys' symbols")
+    parser.add_argument("--all", action="store_true",
+                        help="every key of the strategy on the exchange")
+    parser.add_argument("--exchange", metavar="NAME",
+                        help="exchange name (default: the only registered exchange)")
+    if force:
+        parser.add_argument("--force", action="store_true",
+                            help="disable even keys with an open position or scheduled entry")
+    parser.set_defaults(func=cmd_set_status, status=status, only_from=only_from)
+
+
+def _admin_commands(sub: argparse._SubParsersAction) -> None:
+    from bkit.admin import default_actor
+    from bkit.flower_config import DEFAULT_ADDRESS as FLOWER_ADDRESS
+    from bkit.flower_config import DEFAULT_PORT as FLOWER_PORT
+    from bkit.metrics import DEFAULT_ADDRESS as METRICS_ADDRESS
+    from bkit.metrics import DEFAULT_PORT as METRICS_PORT
+
+    actor = argparse.ArgumentParser(add_help=False)
+    actor.add_argument("--actor", default=default_actor(),
+                       help="who is making the change, for the event log (default: $USER@host)")
+    strategies = sub.add_parser("strategies", help="registered strategies (BKIT_STRATEGIES) "
+                                "and their keys")
+    strategies.add_argument("--json", action="store_true", help="machine-readable output")
+    strategies.set_defaults(func=cmd_strategies)
+
+    enable = sub.add_parser("enable", parents=[actor], help="create keys as enabled, or "
+                            "re-enable them", description="Create keys (strategy × exchange "
+                            "× symbol) as enabled, or re-enable disabled, draining or paused "
+                            "ones. The next fan-out ticks them.")
+    enable.add_argument("strategy", metavar="STRATEGY")
+    enable.add_argument("symbols", metavar="SYMBOL", nargs="+")
+    enable.add_argument("--exchange", metavar="NAME",
+                        help="exchange name (default: the only registered exchange)")
+    enable.set_defaults(func=cmd_enable)
+    _key_command(sub, "disable", "stop ticking keys now (refused while a position is open "
+                 "unless --force; see drain)", "disabled", actor, force=True)
+    _key_command(sub, "drain", "no new signals; open positions run to their close, then the "
+                 "key disables itself", "draining", actor)
+    _key_command(sub, "pause", "no new signals; open positions are still managed", "paused",
+                 actor)
+    _key_command(sub, "resume", "resume paused keys (back to enabled)", "enabled", actor,
+                 only_from=("paused",))
+
+    status = sub.add_parser("status", help="per key: status, live signal, last tick and lag, "
+                            "closed trades, win rate, PnL; and the halt switch")
+    status.add_argument("strategy", metavar="STRATEGY", nargs="?", help="only this strategy")
+    status.add_argument("--exchange", metavar="NAME", help="only this exchange")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+    halt = sub.add_parser("halt", parents=[actor], help="global kill switch: no new entries "
+                          "anywhere until unhalt")
+    halt.add_argument("--reason", default="", help="why, for the event log")
+    halt.set_defaults(func=cmd_halt)
+    sub.add_parser("unhalt", parents=[actor], help="clear the global kill switch"
+                   ).set_defaults(func=cmd_halt)
+
+    report = sub.add_parser("report", help="Markdown report to stdout, or HTML with --html",
+                            description="Report of a strategy's keys: one key, or merged "
+                            "across symbols (all keys of the strategy when none is named).")
+    report.add_argument("strategy", metavar="STRATEGY")
+    report.add_argument("symbols", metavar="SYMBOL", nargs="*")
+    report.add_argument("--exchange", metavar="NAME",
+                        help="exchange name (default: the only registered exchange)")
+    report.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
+    report.add_argument("--per-key", action="store_true",
+                        help="with --html: FILE is a folder, one page per key")
+    report.set_defaults(func=cmd_report)
+
+    flower = sub.add_parser("flower", help="run Flower on the bkit app (127.0.0.1, basic auth "
+                            "from BKIT_FLOWER_BASIC_AUTH)")
+    flower.add_argument("--address", default=FLOWER_ADDRESS, help="bind address")
+    flower.add_argument("--port", type=int, default=FLOWER_PORT)
+    flower.add_argument("--no-auth", action="store_true",
+                        help="run without a password (trusted machine only)")
+    flower.add_argument("flower_args", nargs=argparse.REMAINDER,
+                        help="further Flower options after --")
+    flower.set_defaults(func=cmd_flower)
+    metrics = sub.add_parser("metrics", help="Prometheus endpoint (read from the database "
+                             "per scrape)")
+    metrics.add_argument("--address", default=METRICS_ADDRESS, help="bind address")
+    metrics.add_argument("--port", type=int, default=METRICS_PORT)
+    metrics.set_defaults(func=cmd_metrics)
+    health = sub.add_parser("health", help="exit 0 if the database and schema are ready "
+                            "(container healthchecks)")
+    health.add_argument("--beat-max-age", type=float, metavar="SECONDS",
+                        help="also require beat's schedule file to be this fresh")
+    health.set_defaults(func=cmd_health)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bkit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="create or migrate the schema (safe to repeat)"
+                      ).set_defaults(func=cmd_db_upgrade)
+    demo = sub.add_parser("demo", help="run a worker + beat on the paper exchange and print "
+                          "trades as they happen (embedded default)")
+    demo.add_argument("--minutes", type=int, default=240, help="market minutes to replay")
+    demo.add_argument("--speed", type=float, default=120.0,
+                      help="market seconds per real second")
+    demo.add_argument("--home", help="state folder (default: BKIT_HOME/demo)")
+    demo.set_defaults(func=cmd_demo)
+    _admin_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bkit.core.errors import BkitError, UnknownNameError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UnknownNameError as exc:
+        print(f"bkit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BkitError as exc:
+        print(f"bkit: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

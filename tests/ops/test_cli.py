@@ -1,0 +1,172 @@
+"""The real `bkit` console script as a subprocess: help, exit codes, key changes and what they
+record, refusals that change nothing, halt, status, health, db upgrade and the demo."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bkit.live import Live
+from bkit.store.engine import session_scope
+from bkit.store.keys import is_halted
+from bkit.store.migrations import LATEST_VERSION
+from bkit.store.tables import EventRecord, StrategySymbol
+from tests.ops.conftest import OpsEnv, clean_env
+from tests.ops.strategies_ops import EXCHANGE, OTHER_EXCHANGE, QUIET, START, STRATEGY
+
+XRP, BTC = "XRP/ETH", "UNITTEST/BTC"
+COMMANDS = ("db", "demo", "strategies", "enable", "disable", "drain", "pause", "resume",
+            "status", "halt", "unhalt", "report", "flower", "metrics", "health")
+
+
+def _keys(ops: OpsEnv) -> dict[str, str]:
+    with session_scope(ops.engine) as session:
+        return {f"{k.strategy_name}/{k.exchange_name}/{k.symbol}": k.status
+                for k in session.execute(select(StrategySymbol)).scalars()}
+
+
+def _admin_origins(ops: OpsEnv) -> list[str | None]:
+    with session_scope(ops.engine) as session:
+        return [e.origin for e in session.execute(select(EventRecord).where(
+            EventRecord.kind == "admin").order_by(EventRecord.id)).scalars()]
+
+
+def test_help_and_usage_errors(sqlite_ops: OpsEnv) -> None:
+    helped = sqlite_ops.bkit("--help")
+    assert helped.returncode == 0
+    assert all(command in helped.stdout for command in COMMANDS)
+    assert "Exit codes: 0 ok, 1 error" in helped.stdout
+    for args in ([], ["bogus"], ["enable"], ["enable", STRATEGY], ["status", "--bogus"]):
+        result = sqlite_ops.bkit(*args)
+        assert result.returncode == 2, args
+        assert "usage: bkit" in result.stderr
+    no_target = sqlite_ops.bkit("disable", STRATEGY, "--exchange", EXCHANGE)
+    assert no_target.returncode == 2
+    assert "--all" in no_target.stderr
+
+
+def test_key_lifecycle_records_who_and_refuses_unknown_names(sqlite_ops: OpsEnv) -> None:
+    listed = sqlite_ops.bkit("strategies")
+    assert listed.returncode == 0, listed.stderr
+    assert STRATEGY in listed.stdout and QUIET in listed.stdout
+    assert f"exchanges: {EXCHANGE}, {OTHER_EXCHANGE}" in listed.stdout
+
+    enabled = sqlite_ops.bkit("enable", STRATEGY, XRP, BTC, "--exchange", EXCHANGE,
+                              "--actor", "alice@desk")
+    assert enabled.returncode == 0, enabled.stderr
+    assert f"enable {STRATEGY}/{EXCHANGE}/{XRP}: new key -> enabled" in enabled.stdout
+    assert _keys(sqlite_ops) == {f"{STRATEGY}/{EXCHANGE}/{XRP}": "enabled",
+                                 f"{STRATEGY}/{EXCHANGE}/{BTC}": "enabled"}
+
+    refused = [
+        (["enable", "no-such", XRP, "--exchange", EXCHANGE], "unknown strategy 'no-such'"),
+        (["enable", STRATEGY, XRP, "--exchange", "nowhere"], "unknown exchange 'nowhere'"),
+        (["enable", STRATEGY, "DOGE/USDT", "--exchange", EXCHANGE], "no symbol 'DOGE/USDT'"),
+        (["enable", STRATEGY, XRP], "pass --exchange NAME"),
+        (["pause", STRATEGY, XRP, "ETH/BTC", "--exchange", EXCHANGE], "'ETH/BTC'"),
+        (["drain", QUIET, "--all", "--exchange", EXCHANGE], "has no keys"),
+    ]
+    before = (_keys(sqlite_ops), _admin_origins(sqlite_ops))
+    for args, message in refused:
+        result = sqlite_ops.bkit(*args)
+        assert (result.returncode, result.stdout) == (2, ""), args
+        assert message in result.stderr, (args, result.stderr)
+    assert (_keys(sqlite_ops), _admin_origins(sqlite_ops)) == before
+
+    env_user = {"USER": "tester"}
+    paused = sqlite_ops.bkit("pause", STRATEGY, XRP, "--exchange", EXCHANGE, **env_user)
+    assert paused.returncode == 0, paused.stderr
+    assert f"pause {STRATEGY}/{EXCHANGE}/{XRP}: enabled -> paused" in paused.stdout
+    resumed = sqlite_ops.bkit("resume", STRATEGY, "--all", "--exchange", EXCHANGE)
+    assert "1 of 2 keys changed" in resumed.stdout
+    drained = sqlite_ops.bkit("drain", STRATEGY, BTC, "--exchange", EXCHANGE)
+    assert drained.returncode == 0
+    disabled = sqlite_ops.bkit("disable", STRATEGY, XRP, "--exchange", EXCHANGE)
+    assert disabled.returncode == 0, disabled.stderr
+    assert _keys(sqlite_ops) == {f"{STRATEGY}/{EXCHANGE}/{XRP}": "disabled",
+                                 f"{STRATEGY}/{EXCHANGE}/{BTC}": "draining"}
+    origins = _admin_origins(sqlite_ops)
+    assert origins[:2] == ["alice@desk", "alice@desk"]
+    assert origins[2] == f"tester@{socket.gethostname()}"
+    assert len(origins) == 6  # 2 created, paused, resumed, draining, disabled
+
+    status = sqlite_ops.bkit("status", STRATEGY)
+    assert status.returncode == 0
+    lines = status.stdout.splitlines()
+    assert lines[0] == "trading: running (not halted)"
+    assert lines[1].split() == ["STRATEGY", "EXCHANGE", "SYMBOL", "STATUS", "LIVE", "SIGNAL",
+                                "LAST", "TICK", "(UTC)", "LAG", "CLOSED", "WIN", "%", "PNL",
+                                "%"]
+    assert [line.split()[2:4] for line in lines[3:]] == [[BTC, "draining"], [XRP, "disabled"]]
+
+
+def test_disable_with_an_open_position_exits_1_until_forced(sqlite_ops: OpsEnv) -> None:
+    assert sqlite_ops.bkit("enable", STRATEGY, XRP, "--exchange", EXCHANGE).returncode == 0
+    Live.tick(XRP, STRATEGY, EXCHANGE, START)
+    refused = sqlite_ops.bkit("disable", STRATEGY, XRP, "--exchange", EXCHANGE)
+    assert refused.returncode == 1
+    assert "bkit drain" in refused.stderr and "--force" in refused.stderr
+    assert _keys(sqlite_ops)[f"{STRATEGY}/{EXCHANGE}/{XRP}"] == "enabled"
+    status = json.loads(sqlite_ops.bkit("status", "--json").stdout)
+    key = status["keys"][0]
+    assert (key["signal_state"], key["position"]) == ("opened", "long")
+    assert key["last_tick_at"].startswith(START.isoformat()[:16])
+    forced = sqlite_ops.bkit("disable", STRATEGY, XRP, "--exchange", EXCHANGE, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert Live.tick(XRP, STRATEGY, EXCHANGE, START + timedelta(minutes=1)) is None
+
+
+def test_halt_and_unhalt_are_stored_and_shown_by_status(sqlite_ops: OpsEnv) -> None:
+    halted = sqlite_ops.bkit("halt", "--reason", "exchange incident", "--actor", "ops@pager")
+    assert (halted.returncode, halted.stdout.strip()) == (0, "trading halted")
+    with session_scope(sqlite_ops.engine) as session:
+        assert is_halted(session)
+    status = sqlite_ops.bkit("status")
+    assert status.stdout.startswith("TRADING HALTED by ops@pager at ")
+    assert "exchange incident" in status.stdout.splitlines()[0]
+    data = json.loads(sqlite_ops.bkit("status", "--json").stdout)
+    assert data["halted"] is True and data["halt"]["actor"] == "ops@pager"
+    again = sqlite_ops.bkit("halt")
+    assert again.stdout.strip() == "trading halted (unchanged)"
+
+    assert sqlite_ops.bkit("unhalt", "--actor", "ops@pager").returncode == 0
+    with session_scope(sqlite_ops.engine) as session:
+        assert not is_halted(session)
+    assert sqlite_ops.bkit("status").stdout.startswith("trading: running")
+    assert json.loads(sqlite_ops.bkit("status", "--json").stdout)["halted"] is False
+
+
+def test_db_upgrade_health_and_broken_strategy_modules(tmp_path: Path) -> None:
+    home = tmp_path / "fresh"
+    env = OpsEnv(home, f"sqlite:///{home / 'bkit.sqlite'}")
+    latest = LATEST_VERSION
+    first = env.bkit("db", "upgrade")
+    assert (first.returncode, first.stdout.strip()) == (0, f"database schema: empty -> {latest}")
+    second = env.bkit("db", "upgrade")
+    assert second.stdout.strip() == f"database schema: {latest} -> {latest}"
+    healthy = env.bkit("health")
+    assert (healthy.returncode, healthy.stdout.strip()) == (0, "healthy")
+    no_beat = env.bkit("health", "--beat-max-age", "60")
+    assert no_beat.returncode == 1 and "beat schedule" in no_beat.stdout
+
+    down = env.bkit("health", BKIT_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/x")
+    assert down.returncode == 1 and down.stdout.startswith("unhealthy: database")
+    broken = env.bkit("strategies", BKIT_STRATEGIES="tests.ops.no_such_module")
+    assert broken.returncode == 1
+    assert "cannot import strategy module 'tests.ops.no_such_module'" in broken.stderr
+
+
+@pytest.mark.integration
+def test_demo_still_runs_end_to_end(tmp_path: Path) -> None:
+    env = OpsEnv(tmp_path, "unused")
+    env.env = clean_env(BKIT_HOME=str(tmp_path))
+    demo = env.bkit("demo", "--minutes", "30", "--speed", "600", "--home",
+                    str(tmp_path / "demo"), timeout=90)
+    assert demo.returncode == 0, demo.stderr
+    assert demo.stdout.startswith("bkit demo: demo-mean-reversion on XRP/ETH, UNITTEST/BTC")
+    assert "done: " in demo.stdout
