@@ -34,6 +34,7 @@ from bkit.core.machine import (
 from bkit.core.registry import REGISTRY, get_config
 from bkit.core.results import Notice
 from bkit.exchange.errors import DefinitiveExchangeError, ExchangeError, TransientExchangeError
+from bkit.faults import crash_point
 from bkit.store import signal_rows
 from bkit.store.engine import session_scope
 from bkit.store.event_log import event_as_dict
@@ -123,8 +124,10 @@ def submit_intent(env: OrdersEnv, intent_id: int) -> str:
             if placed is None and previous_status == "acked":
                 raise TransientExchangeError("acknowledged order not visible yet")
         if placed is None:
+            crash_point("submit.before_send")
             placed = broker.place(intent.symbol, intent.side, _amount(intent), intent.price,
                                   intent.client_order_id)
+            crash_point("submit.after_send")
     except DefinitiveExchangeError as exc:
         if exc.kind == "duplicate_order":  # an earlier attempt landed: adopt it
             return _after_duplicate(env, intent, broker)

@@ -40,6 +40,7 @@ from bkit.core.machine import (
 from bkit.core.registry import REGISTRY, Registry, RiskSchema, StrategySchema, get_config
 from bkit.core.results import CallbackCall, Notice, TickResult
 from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
+from bkit.faults import crash_point
 from bkit.pricing import PriceUnavailableError, tick_price
 from bkit.store import signal_rows
 from bkit.store.engine import session_scope
@@ -145,6 +146,7 @@ def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
     if wants_signal(pre_state, when, strategy.interval):
         answer = _ask_strategy(strategy, key.symbol, when, price)
 
+    crash_point("tick.before_writeback")
     try:
         outcome, records, intent_ids, restored = _write_back(
             env, claim, ctx, when, price, config, answer, risk, started)
@@ -155,6 +157,7 @@ def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
         _fail(env, claim, when, f"tick write-back failed: {type(exc).__name__}: {exc}",
               (key.symbol, key.strategy_name, key.exchange_name))
         raise
+    crash_point("tick.after_commit")
     _after_commit(env, key_id, strategy, ctx, outcome, records, intent_ids, restored, when,
                   price)
     return outcome.result
