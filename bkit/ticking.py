@@ -149,7 +149,7 @@ def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
     crash_point("tick.before_writeback")
     try:
         outcome, records, intent_ids, restored = _write_back(
-            env, claim, ctx, when, price, config, answer, risk, started)
+            env, claim, ctx, when, price, config, answer, risk, started, snap.halted)
     except LeaseLostError as exc:
         log.warning("tick %s bucket %s: %s", key_id, bucket, exc)
         return None
@@ -223,8 +223,8 @@ def _lock_budget(session: Session, risk_name: str) -> None:
 
 def _write_back(env: TickEnv, claim: Claim, ctx: KeyContext, when: datetime, price: float,
                 config: Config, answer: StrategyAnswer | None, risk: RiskSchema | None,
-                started: float) -> tuple[TickOutcome, list[dict[str, Any]], list[int],
-                                         SignalRow | None]:
+                started: float, halted: bool
+                ) -> tuple[TickOutcome, list[dict[str, Any]], list[int], SignalRow | None]:
     now = datetime.now(UTC)
     with session_scope(env.engine) as session:
         key = session.execute(select(StrategySymbol).where(StrategySymbol.id == claim.key_id)
@@ -239,7 +239,7 @@ def _write_back(env: TickEnv, claim: Claim, ctx: KeyContext, when: datetime, pri
         row = None if record is None else signal_rows.to_core(record)
         restored = row if row is not None and row.id not in env.seen_signals else None
         status = key.status
-        if status == "enabled" and is_halted(session):
+        if status == "enabled" and halted:  # read at claim, milliseconds ago
             status = "paused"  # the global kill switch: no new entries, positions managed
         state = KeyState(row, status, key.signal_window, key.command)  # type: ignore
         check = _risk_check(session, risk, ctx, when, price) if risk else None
