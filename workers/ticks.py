@@ -31,6 +31,11 @@ def fanout_ticks() -> int:
         log.error("fan-out: database unavailable, nothing ticked this period: %s", exc)
         return 0
     expires = max(1.0, env.clock.wall_seconds(_settings.tick_seconds) * 0.9)
+    # Rotate the order every period: when ticks outrun the workers and stale ones expire,
+    # the dropped keys differ from period to period instead of always being the last ones.
+    if key_ids:
+        start = (bucket * 7919) % len(key_ids)
+        key_ids = key_ids[start:] + key_ids[:start]
     for key_id in key_ids:
         tick.apply_async((key_id, bucket), expires=expires)
     return len(key_ids)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import bisect
 import csv
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -35,8 +35,11 @@ class PaperExchange:
     """Serves `get_candles` from in-memory series; `clock` decides what has closed."""
 
     def __init__(self, clock: Clock, series: Mapping[str, list[Candle]] | None = None,
-                 default: list[Candle] | None = None) -> None:
+                 default: list[Candle] | None = None,
+                 symbol_map: Callable[[str], str] | None = None) -> None:
+        """`symbol_map` names the series a symbol replays (e.g. many symbols, few series)."""
         self.clock = clock
+        self.symbol_map = symbol_map
         self.series = dict(series or {})
         self.default = default if default is not None else (
             None if series else load_csv(sample_csv_path(), "sample"))
@@ -56,8 +59,9 @@ class PaperExchange:
         `interval`. A candle is closed once market now ≥ its open + interval."""
         if interval not in CANDLE_INTERVAL_MINUTES:
             raise ValueError(f"unknown interval {interval!r}")
-        candles = self.series.get(symbol, self.default)
-        times = self._times.get(symbol, self._default_times)
+        name = self.symbol_map(symbol) if self.symbol_map else symbol
+        candles = self.series.get(name, self.default)
+        times = self._times.get(name, self._default_times)
         if candles is None or times is None:
             raise ValueError(f"paper exchange has no candles for symbol {symbol!r}")
         step = CANDLE_INTERVAL_MINUTES[interval] * MINUTE_MS
@@ -88,12 +92,13 @@ def _aggregate(candles: list[Candle], step_ms: int) -> list[Candle]:
 def add_paper_exchange(exchange_name: str = "paper", *, clock: Clock | None = None,
                        csv_path: str | Path | None = None,
                        series: Mapping[str, list[Candle]] | None = None,
+                       symbol_map: Callable[[str], str] | None = None,
                        note: str = "paper exchange replaying real candles") -> PaperExchange:
     """Register a paper exchange (default: the shipped sample, replay/system clock)."""
     from bkit.clock import clock_from_settings
     from bkit.core.registry import add_exchange
 
     default = load_csv(csv_path, "paper") if csv_path else None
-    exchange = PaperExchange(clock or clock_from_settings(), series, default)
+    exchange = PaperExchange(clock or clock_from_settings(), series, default, symbol_map)
     add_exchange(exchange_name, exchange.get_candles, note=note, source=exchange)
     return exchange

@@ -1,0 +1,186 @@
+"""Soak: many keys for hours of replayed market time on real candles, with random worker kills,
+then the invariant checker. Orders go through the paper broker (persistent simulated fills).
+
+    .venv/bin/python bench/soak.py --keys 1000 --market-hours 24 --speed 10   # the long one
+    .venv/bin/python bench/soak.py --keys 100 --market-hours 2 --speed 90     # CI-sized
+
+Prints ticks done, trades, kills and every invariant violation (none expected). Redis db 11
+and a throwaway PostgreSQL database are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+import psycopg
+import redis
+from sqlalchemy import func, insert, select
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+REPLAY_START = datetime(2019, 10, 11, 1, 0, 5, tzinfo=UTC)
+
+
+@dataclass
+class SoakResult:
+    keys: int
+    market_hours: float
+    wall_seconds: float
+    ticks: int
+    opened: int
+    closed: int
+    kills: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "bkit", *args], cwd=REPO,
+                            env=env, stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT)
+
+
+def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
+             redis_db: int = 11, seed: int = 7, home: Path | None = None) -> SoakResult:
+    rng = random.Random(seed)
+    db = f"bkit_soak_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    broker_url = f"redis://127.0.0.1:6379/{redis_db}"
+    redis.Redis.from_url(broker_url).flushdb()
+    home = home or Path(f"/tmp/{db}")
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BKIT_")}
+    env.update({"BKIT_HOME": str(home),
+                "BKIT_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}",
+                "BKIT_BROKER_URL": broker_url, "BKIT_STRATEGIES": "tests.e2e.soak_strategies",
+                "BKIT_ORDER_BROKER": "paper", "BKIT_REPLAY_START": REPLAY_START.isoformat(),
+                "BKIT_REPLAY_EPOCH": (datetime.now(UTC) + timedelta(seconds=4)).isoformat(),
+                "BKIT_REPLAY_SPEED": str(speed), "BKIT_LEASE_SECONDS": "5",
+                "BKIT_TICK_SOFT_LIMIT": "3", "BKIT_TICK_HARD_LIMIT": "4",
+                "BKIT_ORDER_SEND_LEASE_SECONDS": "4", "BKIT_RELAY_SECONDS": "2",
+                "PYTHONPATH": str(REPO)})
+    for name in ("BKIT_HOME", "BKIT_DATABASE_URL", "BKIT_BROKER_URL"):
+        os.environ[name] = env[name]
+    from bkit.settings import reset_settings
+    from bkit.store.engine import dispose_all, get_engine, session_scope
+    from bkit.store.migrations import upgrade
+    from bkit.store.tables import EventRecord, OrderIntent, PaperOrder, StrategySymbol
+    from bkit.testing.invariants import check_invariants
+
+    reset_settings()
+    dispose_all()
+    engine = get_engine()
+    upgrade(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(StrategySymbol), [
+            {"strategy_name": "soak", "exchange_name": "soak-paper", "symbol": f"S{i:05d}",
+             "status": "enabled", "last_bucket": -1, "lease_version": 0, "created_at": now,
+             "updated_at": now} for i in range(keys)])
+    worker_args = ["worker", "-Q", "ticks,orders,maint", "-c", "2", "--loglevel", "WARNING"]
+    workers = [_spawn([*worker_args, "-n", f"soak{i}@%h"], env, home / f"worker{i}.log")
+               for i in range(2)]
+    beat = _spawn(["beat", "-s", str(home / "beat-schedule"), "--loglevel", "WARNING"], env,
+                  home / "beat.log")
+    result = SoakResult(keys, market_hours, 0.0, 0, 0, 0)
+    started = time.monotonic()
+    deadline = started + 4 + market_hours * 3600 / speed
+    next_kill = started + kill_every
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if time.monotonic() < next_kill:
+                continue
+            next_kill = time.monotonic() + rng.uniform(0.5, 1.5) * kill_every
+            index = rng.randrange(len(workers))
+            victim = workers[index]
+            children = psutil.Process(victim.pid).children()
+            if children and rng.random() < 0.6:
+                rng.choice(children).send_signal(signal.SIGKILL)
+                result.kills.append(f"child of worker {index}")
+            else:
+                for child in children:
+                    child.send_signal(signal.SIGKILL)
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                workers[index] = _spawn([*worker_args, "-n", f"soak{index}r{len(result.kills)}@%h"],
+                                        env, home / f"worker{index}.log")
+                result.kills.append(f"main of worker {index}")
+        beat.terminate()
+        beat.wait(timeout=30)
+        end_market = REPLAY_START + timedelta(seconds=(time.monotonic() - started) * speed)
+        drain_deadline = time.monotonic() + 60
+        while time.monotonic() < drain_deadline:  # let the orders queue finish in-flight work
+            with session_scope(engine) as session:
+                waiting = session.execute(select(func.count()).select_from(OrderIntent).where(
+                    OrderIntent.status.in_(["pending", "sending", "unknown", "acked"]))  # type: ignore
+                ).scalar_one()
+            if waiting == 0:
+                break
+            time.sleep(0.5)
+    finally:
+        for proc in [*workers, beat]:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in [*workers, beat]:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    result.wall_seconds = time.monotonic() - started
+    with session_scope(engine) as session:
+        counts = dict(session.execute(select(EventRecord.action, func.count()).where(
+            EventRecord.kind == "signal").group_by(EventRecord.action)).all())
+        intents = {i.client_order_id: i.status for i in session.execute(
+            select(OrderIntent)).scalars()}
+        paper = [o.client_order_id for o in session.execute(select(PaperOrder)).scalars()]
+    result.ticks = sum(counts.values())
+    result.opened, result.closed = counts.get("opened", 0), counts.get("closed", 0)
+    # Positions must still be ticked near the end (ticks may be dropped under overload, so
+    # allow a few market minutes per key).
+    monitored_since = end_market - timedelta(minutes=max(10.0, keys / 100 * 3))
+    result.violations = check_invariants(engine, monitored_since=monitored_since)
+    result.violations += [f"paper order {c} has no intent" for c in paper if c not in intents]
+    result.violations += [f"filled intent {c} has no paper order" for c, s in intents.items()
+                          if s == "filled" and c not in set(paper)]
+    result.violations += [f"intent {c} still {s}" for c, s in intents.items()
+                          if s in ("pending", "sending", "unknown", "acked")]
+    dispose_all()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    redis.Redis.from_url(broker_url).flushdb()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--market-hours", type=float, default=24.0)
+    parser.add_argument("--speed", type=float, default=10.0,
+                        help="market seconds per real second")
+    parser.add_argument("--kill-every", type=float, default=60.0, help="real seconds")
+    args = parser.parse_args()
+    res = run_soak(args.keys, args.market_hours, args.speed, args.kill_every)
+    print(f"keys={res.keys} market_hours={res.market_hours:g} wall={res.wall_seconds:.0f}s "
+          f"ticks={res.ticks} opened={res.opened} closed={res.closed} kills={len(res.kills)} "
+          f"violations={len(res.violations)}", flush=True)
+    for violation in res.violations:
+        print("VIOLATION:", violation)
+    sys.exit(1 if res.violations else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Strategy module of the soak (BKIT_STRATEGIES=tests.e2e.soak_strategies): a paper exchange
+replaying the two shipped real candle series (symbol i uses series i % 2, the 2017 one shifted
+onto the 2019 clock) and a mean-reversion strategy trading both sides. Orders go through the
+paper broker when BKIT_ORDER_BROKER=paper."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from bkit.core.candles import Candle
+from bkit.core.registry import add_strategy
+from bkit.exchange.paper import PaperExchange, add_paper_exchange, load_csv, sample_csv_path
+
+
+def series_of(symbol: str) -> str:
+    """Symbol `S<n>` replays the XRP series for even n, the BTC one for odd n."""
+    digits = "".join(ch for ch in symbol if ch.isdigit()) or "0"
+    return ("XRP", "BTC")[int(digits) % 2]
+
+
+def _series() -> tuple[list[Candle], list[Candle]]:
+    folder = sample_csv_path().parent
+    xrp = load_csv(folder / "XRP_ETH-1m.csv", "XRP/ETH")
+    btc = load_csv(folder / "UNITTEST_BTC-1m.csv", "UNITTEST/BTC")
+    shift = xrp[0].timestamp - btc[0].timestamp
+    return xrp, [replace(c, timestamp=c.timestamp + shift) for c in btc]
+
+
+xrp, btc = _series()
+exchange: PaperExchange = add_paper_exchange("soak-paper", series={"XRP": xrp, "BTC": btc},
+                                              symbol_map=series_of)
+
+
+def get_signal(symbol: str, when: datetime, price: float) -> dict | None:
+    candles = exchange.get_candles(symbol, "1m", when - timedelta(minutes=30), 30)
+    if len(candles) < 10:
+        return None
+    mean = statistics.fmean(c.close for c in candles)
+    if price < mean * 0.998:
+        return {"position": "long", "price_take_profit": price * 1.006,
+                "price_stop_loss": price * 0.994, "minute_estimated_time": 60}
+    if price > mean * 1.002:
+        return {"position": "short", "price_take_profit": price * 0.994,
+                "price_stop_loss": price * 1.006, "minute_estimated_time": 60}
+    return None
+
+
+add_strategy("soak", get_signal, interval="5m")
