@@ -20,11 +20,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy bkit/core --follow-imports=silent
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy bkit/core
+	$(BIN)/mypy bkit/core --follow-imports=silent
 
 bench: $(STAMP)
 	$(BIN)/python bench/ticks.py

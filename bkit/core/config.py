@@ -62,7 +62,12 @@ def _coerce(key: str, value: Any, problems: list[str]) -> float | int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.append(f"{key} must be a number, got {value!r}")
         return None
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond float range: refused, never a crash
+        problems.append(f"{key} must be finite, got a number too large for a float")
+        return None
+    if not finite:
         problems.append(f"{key} must be finite, got {value!r}")
         return None
     if value < 0:
@@ -100,7 +105,7 @@ def apply_config_changes(
             clean[key] = coerced
     if problems:
         raise ConfigError("; ".join(problems))
-    new = replace(current, **clean)
+    new = replace(current, **clean)  # type: ignore[arg-type]  # keys checked above
     if new.CC_PERCENT_SLIPPAGE >= 100:
         problems.append(f"CC_PERCENT_SLIPPAGE ({new.CC_PERCENT_SLIPPAGE}) must be below 100 %: "
                         "a short's adjusted entry price would be zero or negative")

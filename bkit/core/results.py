@@ -46,7 +46,8 @@ class TickResult:
         return TickResult(
             action=data["action"], symbol=data["symbol"], strategy_name=data["strategy_name"],
             exchange_name=data["exchange_name"], current_price=data["current_price"],
-            created_at=_dt(data["created_at"]),
+            created_at=datetime.fromisoformat(data["created_at"])
+            if isinstance(data["created_at"], str) else data["created_at"],
             signal=None if signal is None else PublicSignal(**{
                 **signal, "scheduled_at": _dt(signal.get("scheduled_at")),
                 "pending_at": _dt(signal.get("pending_at"))}),

@@ -145,6 +145,15 @@ def new_signal_id() -> str:
     return uuid.uuid4().hex
 
 
+def _shown(value: Any) -> str:
+    """`repr(value)` for an error message. Never raises (an int past Python's 4300-digit
+    int→str limit, a broken `__repr__`): junk from a strategy is a rejection, not a crash."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
 def _raw_fields(raw: Any) -> dict[str, Any]:
     if isinstance(raw, Signal):
         return {f: getattr(raw, f) for f in _SIGNAL_KEYS}
@@ -157,7 +166,7 @@ def _raw_fields(raw: Any) -> dict[str, Any]:
 
 def _price(name: str, value: Any, problems: list[str]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        problems.append(f"{name} must be a number, got {value!r}")
+        problems.append(f"{name} must be a number, got {_shown(value)}")
         return None
     try:
         number = float(value)
@@ -165,7 +174,7 @@ def _price(name: str, value: Any, problems: list[str]) -> float | None:
         problems.append(f"{name} must be a finite number > 0, got a number too large for a float")
         return None
     if not math.isfinite(number) or number <= 0:
-        problems.append(f"{name} must be a finite number > 0, got {value!r}")
+        problems.append(f"{name} must be a finite number > 0, got {_shown(value)}")
         return None
     return number
 
@@ -183,15 +192,16 @@ def validate_signal(raw: Any, *, symbol: str, current_price: float, config: Conf
     """
     data = _raw_fields(raw)
     problems: list[str] = []
-    unknown = sorted(set(data) - _SIGNAL_KEYS, key=repr)  # keys may be of mixed types
+    unknown = sorted(set(data) - _SIGNAL_KEYS, key=_shown)  # keys may be of mixed types
     if unknown:
-        problems.append(f"unknown signal fields {unknown}")
+        problems.append(f"unknown signal fields [{', '.join(map(_shown, unknown))}]")
 
     position = data.get("position")
     if position not in ("long", "short"):
-        problems.append(f"position must be 'long' or 'short', got {position!r}")
+        problems.append(f"position must be 'long' or 'short', got {_shown(position)}")
     if data.get("symbol") not in (None, symbol):
-        problems.append(f"signal symbol {data.get('symbol')!r} differs from running {symbol!r}")
+        problems.append(f"signal symbol {_shown(data.get('symbol'))} differs from running "
+                        f"{symbol!r}")
 
     tp = _price("price_take_profit", data.get("price_take_profit"), problems)
     sl = _price("price_stop_loss", data.get("price_stop_loss"), problems)
@@ -207,12 +217,12 @@ def validate_signal(raw: Any, *, symbol: str, current_price: float, config: Conf
     if (isinstance(minutes, bool) or not isinstance(minutes, int | float)
             or (isinstance(minutes, float) and not math.isfinite(minutes))
             or minutes != int(minutes)):
-        problems.append(f"minute_estimated_time must be a whole number, got {minutes_raw!r}")
+        problems.append(f"minute_estimated_time must be a whole number, got {_shown(minutes_raw)}")
         minutes = None
     elif not 0 < minutes <= config.CC_MAX_SIGNAL_LIFETIME_MINUTES:
         problems.append(
             f"minute_estimated_time must be > 0 and <= "
-            f"{config.CC_MAX_SIGNAL_LIFETIME_MINUTES}, got {minutes_raw!r}"
+            f"{config.CC_MAX_SIGNAL_LIFETIME_MINUTES}, got {_shown(minutes_raw)}"
         )
         minutes = None
 
@@ -223,7 +233,7 @@ def validate_signal(raw: Any, *, symbol: str, current_price: float, config: Conf
         problems.append(f"note must be a string, got {type(note).__name__}")
     given_id = data.get("id")
     if given_id is not None and (not isinstance(given_id, str) or not _SIGNAL_ID.match(given_id)):
-        problems.append(f"id must be 1-64 characters of [A-Za-z0-9_.:-], got {given_id!r}")
+        problems.append(f"id must be 1-64 characters of [A-Za-z0-9_.:-], got {_shown(given_id)}")
 
     if position in ("long", "short") and tp is not None and sl is not None and price_open:
         sign = 1 if position == "long" else -1
