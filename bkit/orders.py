@@ -23,14 +23,8 @@ from bkit.broker.base import OrderBroker, PlacedOrder
 from bkit.clock import Clock
 from bkit.core.candles import floor_to_minute
 from bkit.core.config import Config
-from bkit.core.machine import (
-    KeyContext,
-    TickOutcome,
-    confirm_close,
-    confirm_open,
-    reject_close,
-    reject_open,
-)
+from bkit.core.machine import KeyContext, TickOutcome
+from bkit.core.order_outcomes import confirm_close, confirm_open, reject_close, reject_open
 from bkit.core.registry import REGISTRY, get_config
 from bkit.core.results import Notice
 from bkit.exchange.errors import DefinitiveExchangeError, ExchangeError, TransientExchangeError

@@ -382,57 +382,18 @@ def _new_signal(tick: _Tick, answer: StrategyAnswer,
     return record_open(ctx, row, when, slot="acquire", signal_window=window)
 
 
-# --- broker confirmations (called by the orders worker) ------------------------------------
-def confirm_open(ctx: KeyContext, row: SignalRow, fill_price: float | None,
-                 when: datetime) -> TickOutcome:
-    """The exchange filled the entry: the position is `opened` at its signal price, with the
-    exchange's fill price recorded next to it."""
-    return record_open(ctx, row.evolve(fill_price_open=fill_price), when)
-
-
-def reject_open(ctx: KeyContext, row: SignalRow, when: datetime, error: str) -> TickOutcome:
-    """Rollback of a rejected entry: the signal is dropped, its slot freed, an error event."""
-    dropped = row.evolve(state="cancelled", cancel_reason="rejected", closed_at=when,
-                         order_in_flight=False)
-    result = TickResult(action="idle", symbol=ctx.symbol, strategy_name=ctx.strategy_name,
-                        exchange_name=ctx.exchange_name, current_price=row.price_open,
-                        created_at=when, signal=dropped.public())
-    return TickOutcome(result=result, signal=dropped, slot="release", notices=[Notice(
-        "error", f"entry order rejected, signal {row.id} rolled back: {error}",
-        {"stage": "order_open", "signal_id": row.id})])
-
-
-def confirm_close(ctx: KeyContext, row: SignalRow, fill_price: float | None, when: datetime,
-                  config: Config, *, finished: bool = False) -> TickOutcome:
-    """The exchange filled the exit: record the close at the decided price (TP/SL exact)."""
-    reason = row.pending_close_reason or "closed"
-    price = row.pending_close_price if row.pending_close_price is not None else row.price_open
-    return record_close(ctx, row.evolve(fill_price_close=fill_price), reason, price, when,
-                        config, finished=finished)
-
-
-def reject_close(ctx: KeyContext, row: SignalRow, when: datetime, error: str,
-                 config: Config) -> TickOutcome:
-    """A rejected exit keeps the position (`closing`, retried every tick); after
-    CC_ORDER_CLOSE_RETRY_ATTEMPTS rejections the close is recorded and `exit` is raised."""
-    rejections = row.close_rejections + 1
-    kept = row.evolve(close_rejections=rejections, order_in_flight=False)
-    if rejections >= config.CC_ORDER_CLOSE_RETRY_ATTEMPTS:
-        price = kept.pending_close_price if kept.pending_close_price is not None \
-            else kept.price_open
-        outcome = record_close(ctx, kept, "closed", price, when, config)
-        outcome.notices.append(Notice(
-            "exit", f"close of signal {row.id} rejected {rejections} times; recorded as closed "
-            f"— check the position on the exchange: {error}",
-            {"signal_id": row.id, "attempts": rejections}))
-        return outcome
-    result = TickResult(action="idle", symbol=ctx.symbol, strategy_name=ctx.strategy_name,
-                        exchange_name=ctx.exchange_name, current_price=row.price_open,
-                        created_at=when, signal=kept.public())
-    return TickOutcome(result=result, signal=kept, notices=[Notice(
-        "error", f"exit order rejected ({rejections}/{config.CC_ORDER_CLOSE_RETRY_ATTEMPTS}) for "
-        f"signal {row.id}: {error}", {"stage": "order_close", "signal_id": row.id})])
-
-
 def unrealised(row: SignalRow, price: float, config: Config) -> Pnl:
     return pnl_for(row.position, row.price_open, price, row.cost, config)
+
+
+# Broker confirmations live in their own module; re-exported here for callers of the machine.
+from bkit.core.order_outcomes import (  # noqa: E402
+    confirm_close,
+    confirm_open,
+    reject_close,
+    reject_open,
+)
+
+__all__ = ["KeyContext", "KeyState", "StrategyAnswer", "TickOutcome", "advance", "confirm_close",
+           "confirm_open", "progress", "reject_close", "reject_open", "signal_window_of",
+           "unrealised", "wants_signal"]
