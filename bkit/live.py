@@ -7,6 +7,7 @@ the work of every process.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,8 @@ from bkit.store.tables import EventRecord, SignalRecord, StrategySymbol
 from bkit.ticking import TickEnv, bucket_of, run_tick
 
 REPORT_ACTIONS = ("scheduled", "opened", "closed", "cancelled")
+#: A market symbol as keys store it (the column holds 64 characters).
+_SYMBOL = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
 
 
 class LiveApi:
@@ -54,8 +57,9 @@ class LiveApi:
 
     def _key_id(self, symbol: str, strategy_name: str, exchange_name: str,
                 *, create: bool = True) -> int:
-        if not isinstance(symbol, str) or not symbol.strip():
-            raise ValueError(f"symbol must be a non-empty string, got {symbol!r}")
+        if not isinstance(symbol, str) or not _SYMBOL.match(symbol):
+            raise ValueError(f"symbol must be 1-64 printable characters without spaces, "
+                             f"got {symbol!r}")
         self._check_names(strategy_name, exchange_name)
         engine = self._engine()
         if create:

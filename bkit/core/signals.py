@@ -228,9 +228,12 @@ def validate_signal(raw: Any, *, symbol: str, current_price: float, config: Conf
 
     cost_raw = data.get("cost")
     cost = config.CC_POSITION_ENTRY_COST if cost_raw is None else _price("cost", cost_raw, problems)
-    note = data.get("note") or ""
+    note = data.get("note")
+    note = "" if note is None else note
     if not isinstance(note, str):
         problems.append(f"note must be a string, got {type(note).__name__}")
+    elif "\x00" in note:  # PostgreSQL text cannot hold it: the write-back would fail
+        problems.append("note must not contain NUL characters")
     given_id = data.get("id")
     if given_id is not None and (not isinstance(given_id, str) or not _SIGNAL_ID.match(given_id)):
         problems.append(f"id must be 1-64 characters of [A-Za-z0-9_.:-], got {_shown(given_id)}")

@@ -146,3 +146,11 @@ def test_hand_edited_impossible_row_is_quarantined_with_an_error_and_never_trade
     assert closed_events == 0
     assert any("quarantined" in e["message"] and record.signal_id in e["message"]
                for e in errors)
+
+
+@pytest.mark.parametrize("symbol", ["", "XRP ETH", "x" * 65, "BTC\tUSDT", "a\x00b"])
+def test_malformed_symbols_are_refused_and_create_nothing(runtime: Runtime,
+                                                          symbol: str) -> None:
+    with pytest.raises(ValueError, match="symbol must be 1-64 printable characters"):
+        Live.tick(symbol, "it-long", "paper", START)
+    assert Live.list() == []

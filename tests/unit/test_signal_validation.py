@@ -378,3 +378,15 @@ def test_distance_failures_are_collected_together() -> None:
     assert any("take-profit distance" in r for r in reasons)
     assert any("stop-loss distance" in r for r in reasons)
     assert any("minute_estimated_time" in r for r in reasons)
+
+
+@pytest.mark.parametrize("note", [0, [], False, 1.5])
+def test_a_note_that_is_not_a_string_is_rejected_even_when_falsy(note: object) -> None:
+    from bkit.core.config import Config
+    from bkit.core.errors import SignalValidationError
+    from bkit.core.signals import validate_signal
+
+    raw = {"position": "long", "price_take_profit": 110.0, "price_stop_loss": 95.0,
+           "note": note}
+    with pytest.raises(SignalValidationError, match="note must be a string"):
+        validate_signal(raw, symbol="BTCUSDT", current_price=100.0, config=Config())
