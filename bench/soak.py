@@ -71,8 +71,25 @@ def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
                 "BKIT_TICK_SOFT_LIMIT": "3", "BKIT_TICK_HARD_LIMIT": "4",
                 "BKIT_ORDER_SEND_LEASE_SECONDS": "4", "BKIT_RELAY_SECONDS": "2",
                 "PYTHONPATH": str(REPO)})
+    saved = {k: v for k, v in os.environ.items() if k.startswith("BKIT_")}
     for name in ("BKIT_HOME", "BKIT_DATABASE_URL", "BKIT_BROKER_URL"):
         os.environ[name] = env[name]
+    try:
+        return _run(keys, market_hours, speed, kill_every, rng, db, broker_url, home, env)
+    finally:  # leave the caller's environment as it was
+        for name in [k for k in os.environ if k.startswith("BKIT_")]:
+            del os.environ[name]
+        os.environ.update(saved)
+        from bkit.settings import reset_settings
+        from bkit.store.engine import dispose_all
+
+        reset_settings()
+        dispose_all()
+
+
+def _run(keys: int, market_hours: float, speed: float, kill_every: float,
+         rng: random.Random, db: str, broker_url: str, home: Path,
+         env: dict[str, str]) -> SoakResult:
     from bkit.settings import reset_settings
     from bkit.store.engine import dispose_all, get_engine, session_scope
     from bkit.store.migrations import upgrade

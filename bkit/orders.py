@@ -48,6 +48,9 @@ class OrdersEnv:
     enqueue: Callable[[int, float], None]  # (intent id, countdown seconds)
     config: Callable[[], Config] = get_config
     send_lease_seconds: float = 45.0
+    #: A resting entry (limit) not filled after this long (wall s) is cancelled and rolled
+    #: back, keeping any partial fill.
+    entry_timeout_seconds: float = 7200.0
     backoff_ceiling_seconds: float = 60.0
     rate_limit_backoff_seconds: float = 30.0
 
@@ -117,10 +120,18 @@ def submit_intent(env: OrdersEnv, intent_id: int) -> str:
             placed = broker.lookup(intent.symbol, intent.client_order_id)  # before any re-send
             if placed is None and previous_status == "acked":
                 raise TransientExchangeError("acknowledged order not visible yet")
+            if placed is not None and placed.status in ("open", "partial") and \
+                    _entry_expired(env, intent):
+                placed = broker.cancel(intent.symbol, intent.client_order_id) or placed
+                if placed.status in ("open", "partial"):
+                    raise TransientExchangeError("resting entry not cancelled yet")
+                if placed.filled_amount <= 0:
+                    return _rejected(env, intent, f"entry order {intent.client_order_id} "
+                                     "rested unfilled past the entry timeout; cancelled")
         if placed is None:
             crash_point("submit.before_send")
             placed = broker.place(intent.symbol, intent.side, _amount(intent), intent.price,
-                                  intent.client_order_id)
+                                  intent.client_order_id, kind=intent.kind)
             crash_point("submit.after_send")
     except DefinitiveExchangeError as exc:
         if exc.kind == "duplicate_order":  # an earlier attempt landed: adopt it
@@ -129,6 +140,13 @@ def submit_intent(env: OrdersEnv, intent_id: int) -> str:
     except ExchangeError as exc:  # transient, or anything else we cannot be sure about
         return _ambiguous(env, intent, exc)
     return _record(env, intent, placed)
+
+
+def _entry_expired(env: OrdersEnv, intent: OrderIntent) -> bool:
+    if intent.kind != "open" or intent.created_at is None:
+        return False
+    age = (datetime.now(UTC) - intent.created_at).total_seconds()
+    return age > env.entry_timeout_seconds
 
 
 def _status(env: OrdersEnv, intent_id: int) -> str | None:

@@ -105,5 +105,6 @@ def orders_env() -> OrdersEnv:
             enqueue=_enqueue_submit_later,
             send_lease_seconds=settings.order_send_lease_seconds,
             backoff_ceiling_seconds=settings.order_backoff_max_seconds,
-            rate_limit_backoff_seconds=settings.order_rate_limit_backoff_seconds))
+            rate_limit_backoff_seconds=settings.order_rate_limit_backoff_seconds,
+            entry_timeout_seconds=settings.order_entry_timeout_seconds))
     return _orders_env[1]

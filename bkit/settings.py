@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     order_send_lease_seconds: float = 45.0
     order_backoff_max_seconds: float = 60.0
     order_rate_limit_backoff_seconds: float = 30.0
+    #: A resting (limit) entry not filled after this long is cancelled and rolled back.
+    order_entry_timeout_seconds: float = 7200.0
     relay_seconds: float = 20.0
     #: Replay clock (demo, tests, soak): market now = start + (real now − epoch) × speed.
     replay_start: datetime | None = None

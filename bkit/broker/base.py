@@ -47,8 +47,14 @@ class OrderBroker(Protocol):
         ...
 
     def place(self, symbol: str, side: str, amount: float, price: float,
-              client_order_id: str) -> PlacedOrder:
-        """Send one market order under `client_order_id` (never retried here)."""
+              client_order_id: str, *, kind: str = "open") -> PlacedOrder:
+        """Send one order under `client_order_id` (never retried here). `kind` is "open"
+        (an entry, which a broker may send as a limit at `price`) or "close" (always at
+        market: an exit must not rest below a stop-loss)."""
+        ...
+
+    def cancel(self, symbol: str, client_order_id: str) -> PlacedOrder | None:
+        """Cancel a resting order; its final state (with any partial fill), or None."""
         ...
 
     def lookup(self, symbol: str, client_order_id: str) -> PlacedOrder | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from bkit.broker.base import OrderPlan, PlacedOrder, plain_amount
 from bkit.exchange.ccxt_exchange import CcxtExchange, ExchangeOrder
 from bkit.exchange.errors import DefinitiveExchangeError, OrderNotFoundError
@@ -22,10 +24,18 @@ def _placed(order: ExchangeOrder, client_order_id: str) -> PlacedOrder:
 
 
 class CcxtBroker:
-    """Market orders on a ccxt exchange; amounts and checks from the market's rules."""
+    """Orders on a ccxt exchange; amounts and checks from the market's rules.
 
-    def __init__(self, exchange: CcxtExchange) -> None:
+    `entry_order_type="limit"` sends entries as limit orders at the signal's entry price
+    (resting until filled, cancelled after the orders worker's entry timeout); exits are
+    always market orders."""
+
+    def __init__(self, exchange: CcxtExchange, entry_order_type: str = "market") -> None:
+        if entry_order_type not in ("market", "limit"):
+            raise ValueError(f"entry_order_type must be 'market' or 'limit', "
+                             f"got {entry_order_type!r}")
         self.exchange = exchange
+        self.entry_order_type = entry_order_type
 
     def plan_open(self, symbol: str, side: str, cost: float, price: float) -> OrderPlan:
         try:
@@ -42,11 +52,22 @@ class CcxtBroker:
         return OrderPlan(amount)
 
     def place(self, symbol: str, side: str, amount: float, price: float,
-              client_order_id: str) -> PlacedOrder:
-        order = self.exchange.create_order(symbol, "market", side,
-                                           self.exchange.format_quantity(symbol, amount),
-                                           None, client_order_id)
+              client_order_id: str, *, kind: str = "open") -> PlacedOrder:
+        quantity = self.exchange.format_quantity(symbol, amount)
+        if kind == "open" and self.entry_order_type == "limit":
+            order = self.exchange.create_order(symbol, "limit", side, quantity,
+                                               self.exchange.format_price(symbol, price),
+                                               client_order_id)
+        else:
+            order = self.exchange.create_order(symbol, "market", side, quantity, None,
+                                               client_order_id)
         return _placed(order, client_order_id)
+
+    def cancel(self, symbol: str, client_order_id: str) -> PlacedOrder | None:
+        # Not found means already filled or gone: the lookup below tells which.
+        with contextlib.suppress(OrderNotFoundError):
+            self.exchange.cancel_order_by_client_id(symbol, client_order_id)
+        return self.lookup(symbol, client_order_id)
 
     def lookup(self, symbol: str, client_order_id: str) -> PlacedOrder | None:
         try:

@@ -36,7 +36,7 @@ class PaperBroker:
         return price * (1 + s) if side == "buy" else price * (1 - s)
 
     def place(self, symbol: str, side: str, amount: float, price: float,
-              client_order_id: str) -> PlacedOrder:
+              client_order_id: str, *, kind: str = "open") -> PlacedOrder:
         fill = self.fill_price(side, price)
         order = PaperOrder(client_order_id=client_order_id, exchange_name=self.exchange_name,
                            symbol=symbol, side=side, amount=amount, fill_price=fill,
@@ -65,3 +65,6 @@ class PaperBroker:
 
     def open_orders(self, symbol: str) -> list[PlacedOrder]:
         return []  # paper orders fill at once
+
+    def cancel(self, symbol: str, client_order_id: str) -> PlacedOrder | None:
+        return self.lookup(symbol, client_order_id)  # nothing rests: the fill stands

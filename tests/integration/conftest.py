@@ -106,6 +106,8 @@ class Runtime:
 
     def apply_here(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Use the same settings in the test process and load the test strategies."""
+        for key in [k for k in os.environ if k.startswith("BKIT_") and k not in self.env]:
+            monkeypatch.delenv(key)  # e.g. a database URL left by an earlier run
         for key, value in self.env.items():
             if key.startswith("BKIT_"):
                 monkeypatch.setenv(key, value)

@@ -16,7 +16,8 @@ from bkit.exchange.ccxt_exchange import add_ccxt_exchange
 exchange = add_ccxt_exchange(
     "binance", exchange_name="fakebin", markets=MARKETS_DIR / "binance_markets.json",
     api_base_url=os.environ["FAKE_EXCHANGE_URL"], timeout_ms=2_000, candle_cache=None)
-Broker.use("fakebin", CcxtBroker(exchange))
+Broker.use("fakebin", CcxtBroker(
+    exchange, entry_order_type=os.environ.get("ORDERS_ENTRY_TYPE", "market")))
 
 
 def long_signal(symbol: str, when: datetime, price: float) -> dict:
