@@ -22,6 +22,7 @@ from bkit.core.config import Config
 from bkit.core.errors import SignalValidationError
 from bkit.core.machine import KeyContext, KeyState, StrategyAnswer, advance
 from bkit.core.signals import Signal, SignalRow, validate_signal
+from tests.unit.spec_oracle import spec_pnl
 
 # BKIT_FUZZ_EXAMPLES=20000 runs a deeper campaign; the default keeps the suite fast.
 FUZZ = settings(
@@ -217,15 +218,6 @@ def live_rows(draw: st.DrawFn) -> SignalRow:
     )
 
 
-def spec_pnl(position: str, entry: float, close: float) -> float:
-    s, f = 0.001, 0.1
-    if position == "long":
-        open_adj, close_adj = entry * (1 + s), close * (1 - s)
-        gross = (close_adj - open_adj) / open_adj * 100
-    else:
-        open_adj, close_adj = entry * (1 - s), close * (1 + s)
-        gross = (open_adj - close_adj) / open_adj * 100
-    return gross - f * (1 + close_adj / open_adj)
 
 
 @FUZZ

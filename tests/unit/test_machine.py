@@ -22,6 +22,7 @@ from bkit.core.machine import (
 )
 from bkit.core.results import TickResult
 from bkit.core.signals import SignalRow
+from tests.unit.spec_oracle import spec_pnl
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)  # aligned to every interval (1m .. 1h)
 CTX = KeyContext("BTC/USDT", "trend", "binance", "1m")
@@ -33,16 +34,6 @@ def at(minute: float) -> datetime:
     return T0 + timedelta(minutes=minute)
 
 
-def spec_pnl(position: str, entry: float, close: float) -> float:
-    """SPEC §5 written out again, with s = 0.1 % and f = 0.1."""
-    s, f = 0.001, 0.1
-    if position == "long":
-        open_adj, close_adj = entry * (1 + s), close * (1 - s)
-        gross = (close_adj - open_adj) / open_adj * 100
-    else:
-        open_adj, close_adj = entry * (1 - s), close * (1 + s)
-        gross = (open_adj - close_adj) / open_adj * 100
-    return gross - f * (1 + close_adj / open_adj)
 
 
 def long_signal(tp: float = 110.0, sl: float = 95.0, **extra: Any) -> dict[str, Any]:

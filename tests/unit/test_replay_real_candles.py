@@ -24,6 +24,7 @@ from bkit.core.machine import (
     wants_signal,
 )
 from bkit.core.registry import get_config, reset_config
+from tests.unit.spec_oracle import spec_pnl
 
 DATA = Path(__file__).parent / "data"
 LIFETIME = 120  # minutes
@@ -41,16 +42,6 @@ def load(name: str) -> list[Candle]:
         return parse_candles(csv.DictReader(handle), name)
 
 
-def spec_pnl(position: str, entry: float, close: float) -> float:
-    """SPEC §5 written out again, with s = 0.1 % and f = 0.1."""
-    s, f = 0.001, 0.1
-    if position == "long":
-        open_adj, close_adj = entry * (1 + s), close * (1 - s)
-        gross = (close_adj - open_adj) / open_adj * 100
-    else:
-        open_adj, close_adj = entry * (1 - s), close * (1 + s)
-        gross = (open_adj - close_adj) / open_adj * 100
-    return gross - f * (1 + close_adj / open_adj)
 
 
 def strategy(when: datetime, price: float) -> dict[str, Any] | None:
