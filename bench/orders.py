@@ -16,25 +16,21 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import redis
 from sqlalchemy import func, insert, select
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+from bench.harness import create_database, drop_database, use_settings  # noqa: E402
 
 
 def run(n: int, latency_ms: float, concurrency: int, redis_db: int = 9) -> dict[str, float]:
     from bkit.testing import FakeExchange, read_candles_csv
 
-    db = f"bkit_bench_orders_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
+    db, db_url = create_database("bkit_bench_orders")
     broker_url = f"redis://127.0.0.1:6379/{redis_db}"
     redis.Redis.from_url(broker_url).flushdb()
     home = Path(f"/tmp/{db}")
@@ -43,26 +39,17 @@ def run(n: int, latency_ms: float, concurrency: int, redis_db: int = 9) -> dict[
     fake.load_candles("XRP/ETH", read_candles_csv(REPO / "bkit/data/XRP_ETH-1m.csv"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BKIT_")}
     env.update({"BKIT_HOME": str(home),
-                "BKIT_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}",
+                "BKIT_DATABASE_URL": db_url,
                 "BKIT_BROKER_URL": broker_url,
                 "BKIT_STRATEGIES": "bench.bench_orders_strategies",
                 "FAKE_EXCHANGE_URL": fake.base_url, "BKIT_FAKEBIN_API_KEY": "bench-key",
                 "BKIT_FAKEBIN_SECRET": "bench-secret", "PYTHONPATH": str(REPO)})
-    os.environ.update({k: v for k, v in env.items() if k.startswith("BKIT_")})
-    from bkit.settings import reset_settings
-
-    reset_settings()
-    import importlib
-
-    import bkit.celery
-    from bkit.store.engine import dispose_all, get_engine, session_scope
+    app = use_settings(env)
+    from bkit.store.engine import get_engine, session_scope
     from bkit.store.migrations import upgrade
     from bkit.store.outcomes import client_order_id
     from bkit.store.tables import OrderIntent, SignalRecord, StrategySymbol
 
-    dispose_all()
-    importlib.reload(bkit.celery)
-    app = bkit.celery.app
     engine = get_engine()
     upgrade(engine)
     now = datetime.now(UTC)
@@ -123,9 +110,7 @@ def run(n: int, latency_ms: float, concurrency: int, redis_db: int = 9) -> dict[
         worker.terminate()
         worker.wait(timeout=30)
         fake.stop()
-        dispose_all()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        drop_database(db)
         redis.Redis.from_url(broker_url).flushdb()
 
 

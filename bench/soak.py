@@ -17,19 +17,18 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
-import psycopg
 import redis
 from sqlalchemy import func, insert, select
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+from bench.harness import create_database, drop_database  # noqa: E402
+
 REPLAY_START = datetime(2019, 10, 11, 1, 0, 5, tzinfo=UTC)
 
 
@@ -54,16 +53,14 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
              redis_db: int = 11, seed: int = 7, home: Path | None = None) -> SoakResult:
     rng = random.Random(seed)
-    db = f"bkit_soak_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
+    db, db_url = create_database("bkit_soak")
     broker_url = f"redis://127.0.0.1:6379/{redis_db}"
     redis.Redis.from_url(broker_url).flushdb()
     home = home or Path(f"/tmp/{db}")
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BKIT_")}
     env.update({"BKIT_HOME": str(home),
-                "BKIT_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}",
+                "BKIT_DATABASE_URL": db_url,
                 "BKIT_BROKER_URL": broker_url, "BKIT_STRATEGIES": "tests.e2e.soak_strategies",
                 "BKIT_ORDER_BROKER": "paper", "BKIT_REPLAY_START": REPLAY_START.isoformat(),
                 "BKIT_REPLAY_EPOCH": (datetime.now(UTC) + timedelta(seconds=4)).isoformat(),
@@ -174,9 +171,7 @@ def _run(keys: int, market_hours: float, speed: float, kill_every: float,
                           if s == "filled" and c not in set(paper)]
     result.violations += [f"intent {c} still {s}" for c, s in intents.items()
                           if s in ("pending", "sending", "unknown", "acked")]
-    dispose_all()
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    drop_database(db)
     redis.Redis.from_url(broker_url).flushdb()
     return result
 

@@ -15,17 +15,16 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 import redis
 from sqlalchemy import func, insert, select
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+from bench.harness import create_database, drop_database, use_settings  # noqa: E402
+
 REDIS_DB = 12
 
 
@@ -39,9 +38,7 @@ def _wait(predicate, timeout: float) -> float:
 
 
 def run(n_keys: int, concurrency: int, floor_tasks: int) -> dict[str, float]:
-    db = f"bkit_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
+    db, db_url = create_database("bkit_bench")
     r = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
     r.flushdb()
     home = Path(f"/tmp/{db}")
@@ -49,27 +46,18 @@ def run(n_keys: int, concurrency: int, floor_tasks: int) -> dict[str, float]:
     start = datetime(2019, 10, 11, 6, 0, 1, tzinfo=UTC)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BKIT_")}
     env.update({"BKIT_HOME": str(home),
-                "BKIT_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}",
+                "BKIT_DATABASE_URL": db_url,
                 "BKIT_BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
                 "BENCH_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
                 "BKIT_STRATEGIES": "bench.bench_strategies",
                 "BKIT_REPLAY_START": start.isoformat(),
                 "BKIT_REPLAY_EPOCH": datetime.now(UTC).isoformat(), "BKIT_REPLAY_SPEED": "1",
                 "PYTHONPATH": str(REPO)})
-    os.environ.update({k: v for k, v in env.items() if k.startswith("BKIT_")})
-    from bkit.settings import reset_settings
-
-    reset_settings()
-    import importlib
-
-    import bkit.celery
-    from bkit.store.engine import dispose_all, get_engine, session_scope
+    app = use_settings(env)
+    from bkit.store.engine import get_engine, session_scope
     from bkit.store.migrations import upgrade
     from bkit.store.tables import StrategySymbol
 
-    dispose_all()
-    importlib.reload(bkit.celery)
-    app = bkit.celery.app
     engine = get_engine()
     upgrade(engine)
     now = datetime.now(UTC)
@@ -131,9 +119,7 @@ def run(n_keys: int, concurrency: int, floor_tasks: int) -> dict[str, float]:
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-        dispose_all()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        drop_database(db)
         r.flushdb()
 
 
