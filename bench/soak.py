@@ -11,6 +11,7 @@ and a throwaway PostgreSQL database are used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -153,6 +154,10 @@ def _run(keys: int, market_hours: float, speed: float, kill_every: float,
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for orphan in psutil.process_iter(["cmdline"]):  # pool children of killed mains
+            if "-n soak" in " ".join(orphan.info["cmdline"] or []):
+                with contextlib.suppress(psutil.Error):
+                    orphan.kill()
     result.wall_seconds = time.monotonic() - started
     with session_scope(engine) as session:
         counts = dict(session.execute(select(EventRecord.action, func.count()).where(

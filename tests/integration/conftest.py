@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 import redis
@@ -103,6 +105,7 @@ class Runtime:
         if broker_url:  # None: the embedded default (filesystem:// under BKIT_HOME)
             self.env["BKIT_BROKER_URL"] = broker_url
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
 
     def apply_here(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Use the same settings in the test process and load the test strategies."""
@@ -124,6 +127,7 @@ class Runtime:
     def start_worker(self, *extra: str, concurrency: int = 2, name: str | None = None
                      ) -> subprocess.Popen[bytes]:
         name = name or f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}"
+        self.names.append(name)
         log = open(self.home / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "bkit", "worker", "-c", str(concurrency),
@@ -146,6 +150,12 @@ class Runtime:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        # Pool children orphaned by a SIGKILLed main process are found by node name.
+        for orphan in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(orphan.info["cmdline"] or [])
+            if any(f"-n {name}@" in cmdline for name in self.names):
+                with contextlib.suppress(psutil.Error):
+                    orphan.kill()
 
     def jsonl(self, name: str) -> list[dict[str, Any]]:
         path = self.home / f"{name}.jsonl"
