@@ -5,30 +5,17 @@ through a real worker and beat on the embedded default."""
 from __future__ import annotations
 
 import statistics
-from dataclasses import replace
 from datetime import datetime, timedelta
 
-from bkit.core.candles import Candle
 from bkit.core.registry import add_strategy
-from bkit.exchange.paper import PaperExchange, add_paper_exchange, load_csv, sample_csv_path
+from bkit.exchange.paper import PaperExchange, add_paper_exchange, shipped_series
 
 DEMO_EXCHANGE = "paper"
 DEMO_STRATEGY = "demo-mean-reversion"
 DEMO_SYMBOLS = ("XRP/ETH", "UNITTEST/BTC")
 
 
-def _series() -> dict[str, list[Candle]]:
-    """Both samples on one market clock: the 2017 series is shifted (whole minutes) to start
-    with the 2019 one, so one replay clock drives both. Prices and gaps are untouched."""
-    folder = sample_csv_path().parent
-    xrp = load_csv(folder / "XRP_ETH-1m.csv", "XRP/ETH")
-    btc = load_csv(folder / "UNITTEST_BTC-1m.csv", "UNITTEST/BTC")
-    shift = xrp[0].timestamp - btc[0].timestamp
-    return {"XRP/ETH": xrp,
-            "UNITTEST/BTC": [replace(c, timestamp=c.timestamp + shift) for c in btc]}
-
-
-exchange: PaperExchange = add_paper_exchange(DEMO_EXCHANGE, series=_series())
+exchange: PaperExchange = add_paper_exchange(DEMO_EXCHANGE, series=shipped_series())
 
 
 def get_signal(symbol: str, when: datetime, current_price: float) -> dict | None:

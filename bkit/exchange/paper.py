@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import csv
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,18 @@ SAMPLE_CSV = "XRP_ETH-1m.csv"
 def sample_csv_path() -> Path:
     """Path of the real candle sample shipped inside the package."""
     return Path(str(resources.files("bkit") / "data" / SAMPLE_CSV))
+
+
+def shipped_series() -> dict[str, list[Candle]]:
+    """Both real samples shipped with bkit on one market clock: "XRP/ETH" as recorded and
+    "UNITTEST/BTC" shifted (whole minutes) to start with it, so one replay clock drives both.
+    Prices and gaps are untouched."""
+    folder = sample_csv_path().parent
+    xrp = load_csv(folder / "XRP_ETH-1m.csv", "XRP/ETH")
+    btc = load_csv(folder / "UNITTEST_BTC-1m.csv", "UNITTEST/BTC")
+    shift = xrp[0].timestamp - btc[0].timestamp
+    return {"XRP/ETH": xrp,
+            "UNITTEST/BTC": [replace(c, timestamp=c.timestamp + shift) for c in btc]}
 
 
 def load_csv(path: str | Path, symbol: str = "?") -> list[Candle]:

@@ -6,12 +6,10 @@ paper broker when BKIT_ORDER_BROKER=paper."""
 from __future__ import annotations
 
 import statistics
-from dataclasses import replace
 from datetime import datetime, timedelta
 
-from bkit.core.candles import Candle
 from bkit.core.registry import add_strategy
-from bkit.exchange.paper import PaperExchange, add_paper_exchange, load_csv, sample_csv_path
+from bkit.exchange.paper import PaperExchange, add_paper_exchange, shipped_series
 
 
 def series_of(symbol: str) -> str:
@@ -20,16 +18,9 @@ def series_of(symbol: str) -> str:
     return ("XRP", "BTC")[int(digits) % 2]
 
 
-def _series() -> tuple[list[Candle], list[Candle]]:
-    folder = sample_csv_path().parent
-    xrp = load_csv(folder / "XRP_ETH-1m.csv", "XRP/ETH")
-    btc = load_csv(folder / "UNITTEST_BTC-1m.csv", "UNITTEST/BTC")
-    shift = xrp[0].timestamp - btc[0].timestamp
-    return xrp, [replace(c, timestamp=c.timestamp + shift) for c in btc]
-
-
-xrp, btc = _series()
-exchange: PaperExchange = add_paper_exchange("soak-paper", series={"XRP": xrp, "BTC": btc},
+_shipped = shipped_series()
+exchange: PaperExchange = add_paper_exchange("soak-paper", series={
+    "XRP": _shipped["XRP/ETH"], "BTC": _shipped["UNITTEST/BTC"]},
                                               symbol_map=series_of)
 
 

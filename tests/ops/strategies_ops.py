@@ -7,13 +7,12 @@ SL −0.6 %, 4 minutes) so trades open and close quickly; `ops-quiet` never sign
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache
 
 from bkit.core.candles import Candle
 from bkit.core.registry import REGISTRY, add_strategy
-from bkit.exchange.paper import add_paper_exchange, load_csv, sample_csv_path
+from bkit.exchange.paper import add_paper_exchange, shipped_series
 
 EXCHANGE = "ops-paper"
 OTHER_EXCHANGE = "ops-paper-2"
@@ -26,12 +25,7 @@ START = datetime(2019, 10, 11, 1, 0, tzinfo=UTC)
 
 @lru_cache(maxsize=1)
 def series() -> dict[str, list[Candle]]:
-    folder = sample_csv_path().parent
-    xrp = load_csv(folder / "XRP_ETH-1m.csv", "XRP/ETH")
-    btc = load_csv(folder / "UNITTEST_BTC-1m.csv", "UNITTEST/BTC")
-    shift = xrp[0].timestamp - btc[0].timestamp
-    return {"XRP/ETH": xrp,
-            "UNITTEST/BTC": [replace(c, timestamp=c.timestamp + shift) for c in btc]}
+    return shipped_series()
 
 
 def trend_signal(symbol: str, when: datetime, current_price: float) -> dict:
