@@ -79,6 +79,9 @@ def make_app(settings: Settings | None = None) -> Celery:
         },
         beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
     )
+    if settings.resolved_broker_url().startswith("filesystem"):
+        # kombu's filesystem transport with atomic publishing (see bkit.fs_transport).
+        celery_app.conf.broker_transport = "bkit.fs_transport:Transport"
     settings.home.mkdir(parents=True, exist_ok=True)
     return celery_app
 
