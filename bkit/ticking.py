@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -41,7 +41,7 @@ from bkit.core.registry import REGISTRY, Registry, RiskSchema, StrategySchema, g
 from bkit.core.results import CallbackCall, Notice, TickResult
 from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
 from bkit.faults import crash_point
-from bkit.pricing import PriceUnavailableError, tick_price
+from bkit.pricing import tick_price
 from bkit.store import signal_rows
 from bkit.store.engine import session_scope
 from bkit.store.event_log import event_as_dict, notice_event
@@ -128,15 +128,13 @@ def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
     key = snap.key
     when = minute_of(bucket)
     try:
-        ctx_names = (key.symbol, key.strategy_name, key.exchange_name)
         strategy = env.registry.strategy(key.strategy_name)
         exchange = env.registry.exchange(key.exchange_name)
         risk = env.registry.risk(strategy.risk_name) if strategy.risk_name else None
         config = env.config()
         price = tick_price(exchange, key.symbol, when, config)
-    except (BkitError, PriceUnavailableError) as exc:
-        names = locals().get("ctx_names", (None, None, None))
-        _fail(env, claim, when, str(exc), names)
+    except BkitError as exc:  # unknown names, no price (PriceUnavailableError is one)
+        _fail(env, claim, when, str(exc), (key.symbol, key.strategy_name, key.exchange_name))
         return None
 
     ctx = KeyContext(key.symbol, key.strategy_name, key.exchange_name, strategy.interval)
@@ -352,12 +350,3 @@ def record_notices(env: TickEnv, key_id: int | None, ctx: KeyContext, when: date
     except Exception:
         log.exception("could not record %d notices", len(notices))
         return []
-
-
-def count_live_signals(engine: Engine) -> int:
-    from bkit.core.signals import LIVE_STATES
-    from bkit.store.tables import SignalRecord
-
-    with session_scope(engine) as session:
-        return int(session.execute(select(func.count()).select_from(SignalRecord).where(
-            SignalRecord.state.in_(sorted(LIVE_STATES)))).scalar_one())  # type: ignore

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from bkit.core.config import Config
 from bkit.core.errors import SignalValidationError
-from bkit.core.pnl import Pnl, pnl_for
+from bkit.core.pnl import pnl_for
 from bkit.core.results import CallbackCall, Notice, OrderRequest, TickResult
 from bkit.core.signals import (
     PublicSignal,
@@ -382,10 +382,6 @@ def _new_signal(tick: _Tick, answer: StrategyAnswer,
     return record_open(ctx, row, when, slot="acquire", signal_window=window)
 
 
-def unrealised(row: SignalRow, price: float, config: Config) -> Pnl:
-    return pnl_for(row.position, row.price_open, price, row.cost, config)
-
-
 # Broker confirmations live in their own module; re-exported here for callers of the machine.
 from bkit.core.order_outcomes import (  # noqa: E402
     confirm_close,
@@ -396,4 +392,4 @@ from bkit.core.order_outcomes import (  # noqa: E402
 
 __all__ = ["KeyContext", "KeyState", "StrategyAnswer", "TickOutcome", "advance", "confirm_close",
            "confirm_open", "progress", "reject_close", "reject_open", "signal_window_of",
-           "unrealised", "wants_signal"]
+           "wants_signal"]

@@ -87,10 +87,9 @@ def upgrade(engine: Engine) -> tuple[int | None, int]:
                 conn.execute(tables.SchemaVersion.__table__.insert().values(  # type: ignore
                     id=1, version=LATEST_VERSION, migrated_at=now))
             elif before < LATEST_VERSION:
-                conn.execute(text("UPDATE bkit_schema SET version = :v, migrated_at = :t "
-                                  "WHERE id = 1"), {"v": LATEST_VERSION,
-                                                    "t": now.replace(tzinfo=None)
-                                                    if conn.dialect.name == "sqlite" else now})
+                conn.execute(tables.SchemaVersion.__table__.update()  # type: ignore
+                             .where(tables.SchemaVersion.id == 1)
+                             .values(version=LATEST_VERSION, migrated_at=now))
             return before, LATEST_VERSION
     except OperationalError as exc:
         raise DatabaseUnavailableError(

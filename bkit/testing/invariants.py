@@ -6,7 +6,7 @@ per intent, every open position still monitored, every risk slot accounted for."
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -126,7 +126,3 @@ def _slot_problems(slots: list[RiskSlot], signals: list[SignalRecord], keys: dic
                     (key_id, signal_id) not in held:
                 problems.append(f"live signal {signal_id} holds no risk slot")
     return problems
-
-
-def market_minutes_ago(now: datetime, minutes: float) -> datetime:
-    return now - timedelta(minutes=minutes)
