@@ -65,7 +65,8 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_default_queue="ticks",
         task_default_exchange="ticks",
         task_default_routing_key="ticks",
-        task_routes={"bkit.tick": {"queue": "ticks"}, "bkit.fanout_ticks": {"queue": "ticks"},
+        task_routes={"bkit.tick": {"queue": "ticks"}, "bkit.tick_batch": {"queue": "ticks"},
+                     "bkit.fanout_ticks": {"queue": "ticks"},
                      "bkit.orders.*": {"queue": "orders"}, "bkit.maint.*": {"queue": "maint"}},
         beat_schedule={
             "fanout-ticks": {"task": "bkit.fanout_ticks", "schedule": timedelta(seconds=period),

@@ -1,19 +1,22 @@
-"""The tick of one key, exactly as DESIGN "The tick" (the worker task and `Live.tick` both
-call `run_tick`):
+"""The tick, as DESIGN "The tick", for one key or a batch of keys (the worker tasks and
+`Live.tick` all call `run_ticks`; a lone key is a batch of one):
 
-1. claim the key for the minute (conditional UPDATE, committed at once);
+1. claim the keys for the minute (one conditional UPDATE, committed at once);
 2. outside any transaction: price (VWAP) and, if the state machine asks, `get_signal`;
-3. one short transaction: lock the key and its live signal (`SELECT … FOR UPDATE`), check the
-   fencing version, apply the pure state machine, write signal, risk slots, events and any
-   order intent, release the lease, commit;
+3. one short transaction: lock the keys in id order (`SELECT … FOR UPDATE`), check each
+   fencing version, apply the pure state machine, write signals, risk slots, events and any
+   order intents, release the leases, commit;
 4. after commit: strategy callbacks, listeners of this process, enqueue order submits.
+
+Batching changes the cost, not the semantics: each key is claimed, fenced and written exactly
+as if alone, and a key whose write-back fails is retried alone so it cannot hold back others.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from bkit import events
@@ -43,17 +47,20 @@ from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
 from bkit.faults import crash_point
 from bkit.pricing import tick_price
 from bkit.store import signal_rows
-from bkit.store.engine import session_scope
+from bkit.store.engine import DatabaseUnavailableError, session_scope
 from bkit.store.event_log import event_as_dict, notice_event
-from bkit.store.keys import Claim, claim_statement, is_halted, release_claim
+from bkit.store.keys import Claim, claim_statement, hand_back, is_halted, release_claim
 from bkit.store.outcomes import store_outcome
-from bkit.store.tables import EventRecord, OrderIntent, RiskBudget, RiskSlot, StrategySymbol
+from bkit.store.tables import (
+    EventRecord,
+    OrderIntent,
+    RiskBudget,
+    RiskSlot,
+    SignalRecord,
+    StrategySymbol,
+)
 
 log = logging.getLogger("bkit.tick")
-
-
-class LeaseLostError(BkitError):
-    """Another worker took the key over (our lease expired): nothing was written."""
 
 
 @dataclass
@@ -91,22 +98,54 @@ class _Snapshot:
     halted: bool = False
 
 
-def _claim(env: TickEnv, key_id: int, bucket: int) -> tuple[Claim, _Snapshot] | None:
-    """Claim the key and read its live signal in one short committed transaction."""
+@dataclass
+class _Prepared:
+    """A claimed key with everything read outside any transaction: price and answer."""
+
+    claim: Claim
+    key: StrategySymbol
+    strategy: StrategySchema
+    risk: RiskSchema | None
+    config: Config
+    ctx: KeyContext
+    price: float
+    answer: StrategyAnswer | None
+    halted: bool
+
+
+@dataclass
+class _Written:
+    outcome: TickOutcome
+    records: list[dict[str, Any]]
+    intent_ids: list[int]
+    restored: SignalRow | None
+
+
+def _claim(env: TickEnv, key_ids: Sequence[int], bucket: int
+           ) -> list[tuple[Claim, _Snapshot]]:
+    """Claim the keys for the minute and read their live signals in one short committed
+    transaction (one conditional UPDATE for all keys, one SELECT of their signals)."""
     with session_scope(env.engine) as session:
         if env.engine.dialect.name == "postgresql":
             # Safe without an fsync: a write-back commits after this claim in the WAL and
             # flushes it too; a claim lost in a crash had no write-back, so re-ticking it is
-            # right. Saves one disk flush per tick.
+            # right. Saves one disk flush per batch.
             session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        key = session.execute(claim_statement(key_id, bucket, env.origin, env.lease_seconds)
-                              ).scalars().first()
-        if key is None:
-            return None
-        record = signal_rows.live_signal(session, key_id)
-        snapshot = _Snapshot(key, None if record is None else signal_rows.to_core(record),
-                             halted=is_halted(session))
-    return Claim(key_id, bucket, env.origin, int(key.lease_version)), snapshot
+        keys = list(session.execute(claim_statement(key_ids, bucket, env.origin,
+                                                    env.lease_seconds)).scalars())
+        if not keys:
+            return []
+        records = signal_rows.live_signals(session, [int(k.id) for k in keys])  # type: ignore[arg-type]
+        halted = is_halted(session)
+    order = {key_id: i for i, key_id in enumerate(key_ids)}
+    keys.sort(key=lambda k: order.get(int(k.id), 0))  # type: ignore[arg-type]
+    claimed = []
+    for key in keys:
+        record = records.get(int(key.id))  # type: ignore[arg-type]
+        claimed.append((Claim(int(key.id), bucket, env.origin, int(key.lease_version)),  # type: ignore[arg-type]
+                        _Snapshot(key, None if record is None else signal_rows.to_core(record),
+                                  halted=halted)))
+    return claimed
 
 
 def _ask_strategy(strategy: StrategySchema, symbol: str, when: datetime, price: float
@@ -117,16 +156,10 @@ def _ask_strategy(strategy: StrategySchema, symbol: str, when: datetime, price: 
         return StrategyAnswer(error=f"{type(exc).__name__}: {exc}")
 
 
-def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
-    """Tick `key_id` for minute `bucket`. None: not claimed (already ticked this minute,
-    disabled, or leased elsewhere) or the tick failed (an error event says why)."""
-    started = time.perf_counter()
-    claimed = _claim(env, key_id, bucket)
-    if claimed is None:
-        return None
-    claim, snap = claimed
+def _prepare(env: TickEnv, claim: Claim, snap: _Snapshot, when: datetime) -> _Prepared | None:
+    """Price and, if the state machine asks, the strategy's answer (no transaction open).
+    None: the tick failed here (unknown names, no price) and an error event says why."""
     key = snap.key
-    when = minute_of(bucket)
     try:
         strategy = env.registry.strategy(key.strategy_name)
         exchange = env.registry.exchange(key.exchange_name)
@@ -136,29 +169,100 @@ def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
     except BkitError as exc:  # unknown names, no price (PriceUnavailableError is one)
         _fail(env, claim, when, str(exc), (key.symbol, key.strategy_name, key.exchange_name))
         return None
-
     ctx = KeyContext(key.symbol, key.strategy_name, key.exchange_name, strategy.interval)
     pre_status = "paused" if snap.halted and key.status == "enabled" else key.status
     pre_state = KeyState(snap.signal, pre_status, key.signal_window, key.command)  # type: ignore
     answer = None
     if wants_signal(pre_state, when, strategy.interval):
         answer = _ask_strategy(strategy, key.symbol, when, price)
+    return _Prepared(claim, key, strategy, risk, config, ctx, price, answer, snap.halted)
 
+
+def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
+    """Tick `key_id` for minute `bucket`. None: not claimed (already ticked this minute,
+    disabled, or leased elsewhere) or the tick failed (an error event says why)."""
+    return run_ticks(env, [key_id], bucket).results.get(key_id)
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch did: each key's result (None: not claimed, failed or fenced off) and the
+    keys handed back unticked because the batch ran out of its time budget."""
+
+    results: dict[int, TickResult | None]
+    handed_back: list[int] = field(default_factory=list)
+
+
+def run_ticks(env: TickEnv, key_ids: Sequence[int], bucket: int, *,
+              budget_seconds: float | None = None) -> BatchOutcome:
+    """Tick a batch of keys for minute `bucket`: one claim, one write-back transaction (keys
+    locked in id order), then each key's after-commit work. Each key keeps the semantics of
+    a lone tick: a key not claimed, failed or fenced off maps to None and costs the others
+    nothing. If the batch's write-back fails for one key, the keys are written one by one.
+
+    `budget_seconds`: once pricing and strategies have taken this long, the keys not reached
+    yet are handed back (claim undone) for the caller to queue as a new batch, so a slow
+    strategy spreads over free workers instead of making its batch-mates wait."""
+    started = time.perf_counter()
+    outcome = BatchOutcome(dict.fromkeys(key_ids))
+    when = minute_of(bucket)
+    claimed = _claim(env, key_ids, bucket)
+    prepared: list[_Prepared] = []
+    for index, (claim, snap) in enumerate(claimed):
+        if budget_seconds is not None and prepared and \
+                time.perf_counter() - started > budget_seconds:
+            outcome.handed_back = hand_back(env.engine, [c for c, _ in claimed[index:]])
+            break
+        p = _prepare(env, claim, snap, when)
+        if p is not None:
+            prepared.append(p)
+    if not prepared:
+        return outcome
     crash_point("tick.before_writeback")
-    try:
-        outcome, records, intent_ids, restored = _write_back(
-            env, claim, ctx, when, price, config, answer, risk, started, snap.halted)
-    except LeaseLostError as exc:
-        log.warning("tick %s bucket %s: %s", key_id, bucket, exc)
-        return None
-    except Exception as exc:
-        _fail(env, claim, when, f"tick write-back failed: {type(exc).__name__}: {exc}",
-              (key.symbol, key.strategy_name, key.exchange_name))
-        raise
+    written, error = _write_back_each(env, prepared, when, started)
     crash_point("tick.after_commit")
-    _after_commit(env, key_id, strategy, ctx, outcome, records, intent_ids, restored, when,
-                  price)
-    return outcome.result
+    for p in prepared:
+        done = written.get(p.claim.key_id)
+        if done is None:
+            continue
+        _after_commit(env, p, done, when)
+        outcome.results[p.claim.key_id] = done.outcome.result
+    if error is not None:
+        raise error
+    return outcome
+
+
+def _database_gone(exc: BaseException) -> bool:
+    return isinstance(exc, DatabaseUnavailableError) or (
+        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))
+
+
+def _write_back_each(env: TickEnv, prepared: list[_Prepared], when: datetime, started: float
+                     ) -> tuple[dict[int, _Written], Exception | None]:
+    """The batch's write-back in one transaction; if it fails (a bad row, a deadlock between
+    two risk budgets), each key in its own transaction, so one key's failure is its alone.
+    A lost database connection is raised at once: every lease simply expires."""
+    if len(prepared) > 1:
+        try:
+            return _write_back(env, prepared, when, started), None
+        except Exception as exc:
+            if _database_gone(exc):
+                raise
+            log.warning("batch write-back of %d keys failed (%s: %s); writing them one by one",
+                        len(prepared), type(exc).__name__, exc)
+    written: dict[int, _Written] = {}
+    first_error: Exception | None = None
+    for p in prepared:
+        try:
+            written.update(_write_back(env, [p], when, started))
+        except Exception as exc:
+            if _database_gone(exc):
+                raise
+            key = p.key
+            _fail(env, p.claim, when, f"tick write-back failed: {type(exc).__name__}: {exc}",
+                  (key.symbol, key.strategy_name, key.exchange_name))
+            first_error = first_error or exc
+    return written, first_error
 
 
 def _fail(env: TickEnv, claim: Claim, when: datetime, message: str,
@@ -219,49 +323,71 @@ def _lock_budget(session: Session, risk_name: str) -> None:
                     .with_for_update())
 
 
-def _write_back(env: TickEnv, claim: Claim, ctx: KeyContext, when: datetime, price: float,
-                config: Config, answer: StrategyAnswer | None, risk: RiskSchema | None,
-                started: float, halted: bool
-                ) -> tuple[TickOutcome, list[dict[str, Any]], list[int], SignalRow | None]:
+def _write_back(env: TickEnv, prepared: list[_Prepared], when: datetime, started: float
+                ) -> dict[int, _Written]:
+    """One transaction for `prepared`: lock the keys (id order, so batches never deadlock on
+    keys), check each lease (fencing), apply the state machine, store the outcomes."""
     now = datetime.now(UTC)
+    ids = sorted(p.claim.key_id for p in prepared)
     with session_scope(env.engine) as session:
-        key = session.execute(select(StrategySymbol).where(StrategySymbol.id == claim.key_id)
-                              .with_for_update()
-                              .execution_options(populate_existing=True)).scalar_one()
-        if key.lease_owner != claim.owner or key.lease_version != claim.version:
-            raise LeaseLostError(f"lease of key {claim.key_id} lost (now held by "
-                                 f"{key.lease_owner!r} v{key.lease_version})")
+        keys = {int(k.id): k for k in session.execute(  # type: ignore[arg-type]
+            select(StrategySymbol).where(StrategySymbol.id.in_(ids))  # type: ignore[union-attr]
+            .order_by(StrategySymbol.id).with_for_update()  # type: ignore[arg-type]
+            .execution_options(populate_existing=True)).scalars()}
         # Lock discipline: every writer of a key's signal rows (ticks, the orders worker)
-        # locks the key row first, so the key lock above also guards its signal rows.
-        record = signal_rows.live_signal(session, claim.key_id)
-        row = None if record is None else signal_rows.to_core(record)
-        restored = row if row is not None and row.id not in env.seen_signals else None
-        status = key.status
-        if status == "enabled" and halted:  # read at claim, milliseconds ago
-            status = "paused"  # the global kill switch: no new entries, positions managed
-        state = KeyState(row, status, key.signal_window, key.command)  # type: ignore
-        check = _risk_check(session, risk, ctx, when, price) if risk else None
-        outcome = advance(ctx, state, when, price, config, answer=answer, risk_check=check,
-                          uses_broker=env.brokers(key.exchange_name) is not None)
-        if outcome.signal is not None and record is None and \
-                signal_rows.find_signal(session, claim.key_id, outcome.signal.id) is not None:
-            # A strategy reused a signal id of this key: refuse it, never overwrite history.
-            outcome = TickOutcome(result=TickResult(
-                "idle", ctx.symbol, ctx.strategy_name, ctx.exchange_name, price, when),
-                notices=[Notice("error", f"signal id {outcome.signal.id!r} already used "
-                                "for this key", {"stage": "validation"})],
-                signal_window=outcome.signal_window)
-
-        outcome, amount = _plan_order(session, env, key, outcome, ctx, price, when)
-        duration_ms = (time.perf_counter() - started) * 1000
-        added, intent_ids = store_outcome(session, key, record, outcome, when, now, env.origin,
-                                          duration_ms=duration_ms, order_amount=amount)
-        lag = env.clock.wall_seconds((env.clock.now() - when).total_seconds()) * 1000
-        key.lease_owner, key.lease_until = None, None
-        key.last_tick_at, key.last_tick_lag_ms, key.updated_at = when, lag, now
+        # locks the key row first, so the key locks above also guard their signal rows.
+        records = signal_rows.live_signals(session, ids)
+        stored: dict[int, tuple[TickOutcome, list[EventRecord], list[int], SignalRow | None]] = {}
+        for p in prepared:
+            key = keys.get(p.claim.key_id)
+            if key is None or key.lease_owner != p.claim.owner or \
+                    key.lease_version != p.claim.version:
+                holder = None if key is None else (key.lease_owner, key.lease_version)
+                log.warning("tick %s bucket %s: lease lost (now held by %r); nothing written",
+                            p.claim.key_id, p.claim.bucket, holder)
+                continue
+            record = records.get(p.claim.key_id)
+            stored[p.claim.key_id] = _write_key(session, env, p, key, record, when, now,
+                                                started)
         session.flush()
-        dispatched = [event_as_dict(r) for r in added]
-    return outcome, dispatched, intent_ids, restored
+        written = {key_id: _Written(outcome, [event_as_dict(r) for r in added], intent_ids,
+                                    restored)
+                   for key_id, (outcome, added, intent_ids, restored) in stored.items()}
+    return written
+
+
+def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol,
+               record: SignalRecord | None, when: datetime, now: datetime, started: float
+               ) -> tuple[TickOutcome, list[EventRecord], list[int], SignalRow | None]:
+    """Apply the state machine to one locked key and add its rows to the session."""
+    ctx = p.ctx
+    row = None if record is None else signal_rows.to_core(record)
+    restored = row if row is not None and row.id not in env.seen_signals else None
+    status = key.status
+    if status == "enabled" and p.halted:  # read at claim, milliseconds ago
+        status = "paused"  # the global kill switch: no new entries, positions managed
+    state = KeyState(row, status, key.signal_window, key.command)  # type: ignore
+    check = _risk_check(session, p.risk, ctx, when, p.price) if p.risk else None
+    outcome = advance(ctx, state, when, p.price, p.config, answer=p.answer, risk_check=check,
+                      uses_broker=env.brokers(key.exchange_name) is not None)
+    if outcome.signal is not None and record is None and \
+            signal_rows.find_signal(session, p.claim.key_id, outcome.signal.id) is not None:
+        # A strategy reused a signal id of this key: refuse it, never overwrite history.
+        outcome = TickOutcome(result=TickResult(
+            "idle", ctx.symbol, ctx.strategy_name, ctx.exchange_name, p.price, when),
+            notices=[Notice("error", f"signal id {outcome.signal.id!r} already used "
+                            "for this key", {"stage": "validation"})],
+            signal_window=outcome.signal_window)
+
+    outcome, amount = _plan_order(session, env, key, outcome, ctx, p.price, when)
+    duration_ms = (time.perf_counter() - started) * 1000
+    added, intent_ids = store_outcome(session, key, record, outcome, when, now, env.origin,
+                                      duration_ms=duration_ms, order_amount=amount,
+                                      flush=False)
+    lag = env.clock.wall_seconds((env.clock.now() - when).total_seconds()) * 1000
+    key.lease_owner, key.lease_until = None, None
+    key.last_tick_at, key.last_tick_lag_ms, key.updated_at = when, lag, now
+    return outcome, added, intent_ids, restored
 
 
 def _plan_order(session: Session, env: TickEnv, key: StrategySymbol, outcome: TickOutcome,
@@ -292,9 +418,8 @@ def _plan_order(session: Session, env: TickEnv, key: StrategySymbol, outcome: Ti
     return refused, None
 
 
-def _after_commit(env: TickEnv, key_id: int, strategy: StrategySchema, ctx: KeyContext,
-                  outcome: TickOutcome, records: list[dict[str, Any]], intent_ids: list[int],
-                  restored: SignalRow | None, when: datetime, price: float) -> None:
+def _after_commit(env: TickEnv, p: _Prepared, done: _Written, when: datetime) -> None:
+    ctx, outcome, restored, price = p.ctx, done.outcome, done.restored, p.price
     calls: list[CallbackCall] = []
     if restored is not None:
         name = "on_schedule" if restored.state == "scheduled" else "on_active"
@@ -308,15 +433,16 @@ def _after_commit(env: TickEnv, key_id: int, strategy: StrategySchema, ctx: KeyC
             env.seen_signals.discard(outcome.signal.id)
     elif restored is not None:
         env.seen_signals.add(restored.id)
-    for intent_id in intent_ids:
+    for intent_id in done.intent_ids:
         if env.enqueue_order is not None:
             try:
                 env.enqueue_order(intent_id)
             except Exception:  # the relay re-sends it; the intent is safe in the outbox
                 log.warning("could not enqueue order intent %s", intent_id, exc_info=True)
-    errors = run_callbacks(strategy.callbacks, calls, ctx, when)
+    records = done.records
+    errors = run_callbacks(p.strategy.callbacks, calls, ctx, when)
     if errors:
-        records = records + record_notices(env, key_id, ctx, when, errors)
+        records = records + record_notices(env, p.claim.key_id, ctx, when, errors)
     events.dispatch(records)
 
 

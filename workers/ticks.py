@@ -1,9 +1,12 @@
-"""Tick tasks: the beat fan-out and the per-key tick (thin adapters over bkit.ticking)."""
+"""Tick tasks: the beat fan-out, the batch tick and the one-key tick (thin adapters over
+bkit.ticking)."""
 
 from __future__ import annotations
 
 import logging
+import math
 
+from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
@@ -11,7 +14,7 @@ from bkit.celery import app
 from bkit.settings import get_settings
 from bkit.store.engine import DatabaseUnavailableError
 from bkit.store.keys import enabled_key_ids
-from bkit.ticking import bucket_of, run_tick
+from bkit.ticking import BatchOutcome, bucket_of, run_ticks
 
 log = logging.getLogger("bkit.workers.ticks")
 _settings = get_settings()
@@ -19,8 +22,9 @@ _settings = get_settings()
 
 @app.task(name="bkit.fanout_ticks", ignore_result=True, acks_late=True)
 def fanout_ticks() -> int:
-    """One cheap SELECT of the keys to tick, one `tick(key_id, bucket)` message each. The
-    bucket is the market minute now; duplicates (two beats, redelivery) are no-ops at claim."""
+    """One cheap SELECT of the keys to tick, one `tick_batch(key_ids, bucket)` message per
+    `BKIT_TICK_BATCH_SIZE` keys. The bucket is the market minute now; duplicates (two beats,
+    redelivery) are no-ops at claim, key by key."""
     from bkit.runtime import tick_env
 
     try:
@@ -36,24 +40,60 @@ def fanout_ticks() -> int:
     if key_ids:
         start = (bucket * 7919) % len(key_ids)
         key_ids = key_ids[start:] + key_ids[:start]
-    for key_id in key_ids:
-        tick.apply_async((key_id, bucket), expires=expires)
+    size = batch_size(len(key_ids), _settings.tick_batch_size)
+    for first in range(0, len(key_ids), size):
+        tick_batch.apply_async((key_ids[first:first + size], bucket), expires=expires)
     return len(key_ids)
+
+
+#: A fan-out makes at least this many tasks when it has as many keys, so a few keys with a
+#: slow strategy still spread over the workers instead of queueing behind each other.
+MIN_TASKS_PER_FANOUT = 8
+
+
+def batch_size(n_keys: int, configured: int) -> int:
+    """Keys per tick task: `configured` (BKIT_TICK_BATCH_SIZE), smaller for few keys."""
+    return max(1, min(configured, math.ceil(n_keys / MIN_TASKS_PER_FANOUT)))
+
+
+@app.task(name="bkit.tick_batch", bind=True, ignore_result=True, acks_late=True,
+          reject_on_worker_lost=True, soft_time_limit=_settings.tick_soft_limit,
+          time_limit=_settings.tick_hard_limit)
+def tick_batch(self: Task, key_ids: list[int], bucket: int) -> int:
+    """Tick a batch of keys for one minute; returns how many ticked. Idempotent: the claim
+    makes a second run of any key a no-op. Keys the batch had no time for (a slow strategy)
+    go out again as a new batch with the same expiry, for any free worker."""
+    from bkit.runtime import tick_env
+
+    period = tick_env().clock.wall_seconds(_settings.tick_seconds)
+    budget = min(_settings.tick_batch_budget_seconds, 0.25 * period)
+    batch = _run(key_ids, bucket, budget)
+    if batch.handed_back:
+        try:
+            tick_batch.apply_async((batch.handed_back, bucket), expires=self.request.expires)
+        except Exception:  # the keys simply wait for the next minute
+            log.warning("could not queue %d handed-back keys", len(batch.handed_back),
+                        exc_info=True)
+    return sum(1 for r in batch.results.values() if r is not None)
 
 
 @app.task(name="bkit.tick", ignore_result=True, acks_late=True, reject_on_worker_lost=True,
           soft_time_limit=_settings.tick_soft_limit, time_limit=_settings.tick_hard_limit)
 def tick(key_id: int, bucket: int) -> str | None:
     """Tick one key for one minute. Idempotent: the claim makes a second run a no-op."""
+    result = _run([key_id], bucket).results.get(key_id)
+    return None if result is None else result.action
+
+
+def _run(key_ids: list[int], bucket: int, budget: float | None = None) -> BatchOutcome:
     from bkit.runtime import tick_env
 
     try:
-        result = run_tick(tick_env(), key_id, bucket)
+        return run_ticks(tick_env(), key_ids, bucket, budget_seconds=budget)
     except (OperationalError, DatabaseUnavailableError) as exc:
-        log.error("tick %s/%s: database unavailable, the next minute retries: %s",
-                  key_id, bucket, exc)
-        return None
+        log.error("tick of %d keys, bucket %s: database unavailable, the next minute "
+                  "retries: %s", len(key_ids), bucket, exc)
     except SoftTimeLimitExceeded:
-        log.error("tick %s/%s exceeded its soft time limit; its lease expires", key_id, bucket)
-        return None
-    return None if result is None else result.action
+        log.error("tick of %d keys, bucket %s exceeded its soft time limit; leases expire",
+                  len(key_ids), bucket)
+    return BatchOutcome({})

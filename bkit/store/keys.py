@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,15 +60,18 @@ def ensure_key(engine: Engine, strategy_name: str, exchange_name: str, symbol: s
             return key.id
 
 
-def claim_statement(key_id: int, bucket: int, owner: str, lease_seconds: float) -> Any:
-    """The conditional UPDATE … RETURNING that claims `key_id` for tick minute `bucket`.
+def claim_statement(key_ids: int | Sequence[int], bucket: int, owner: str,
+                    lease_seconds: float) -> Any:
+    """The conditional UPDATE … RETURNING that claims keys for tick minute `bucket`.
 
-    It matches only if the minute was not ticked yet, the key is not disabled and no live lease
-    is held; it returns the claimed key row, or nothing (a duplicate beat, a redelivered
-    message, or another worker holds the key)."""
+    A key matches only if the minute was not ticked yet, the key is not disabled and no live
+    lease is held; the claimed key rows are returned, a key not claimed is missing (a duplicate
+    beat, a redelivered message, or another worker holds the key)."""
     now = datetime.now(UTC)
+    ids = [key_ids] if isinstance(key_ids, int) else list(key_ids)
     return (update(StrategySymbol)
-            .where(StrategySymbol.id == key_id, StrategySymbol.last_bucket < bucket,
+            .where(StrategySymbol.id.in_(ids),  # type: ignore[union-attr]
+                   StrategySymbol.last_bucket < bucket,
                    StrategySymbol.status != "disabled",
                    or_(StrategySymbol.lease_until.is_(None),  # type: ignore[union-attr]
                        StrategySymbol.lease_until < now))  # type: ignore[operator]
@@ -102,6 +106,26 @@ def release_claim(engine: Engine, claim: Claim, **values: object) -> bool:
         return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def hand_back(engine: Engine, claims: list[Claim]) -> list[int]:
+    """Undo claims that were never worked on: lease released and the minute open again, so
+    the keys can be claimed for it once more (by a new batch). Returns the keys handed back;
+    a claim whose lease is no longer ours is left alone."""
+    handed = []
+    with session_scope(engine) as session:
+        for claim in claims:
+            result = session.execute(
+                update(StrategySymbol)
+                .where(StrategySymbol.id == claim.key_id,
+                       StrategySymbol.lease_owner == claim.owner,
+                       StrategySymbol.lease_version == claim.version,
+                       StrategySymbol.last_bucket == claim.bucket)
+                .values(lease_owner=None, lease_until=None, last_bucket=claim.bucket - 1)
+                .execution_options(synchronize_session=False))
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                handed.append(claim.key_id)
+    return handed
+
+
 def set_status(engine: Engine, key_ids: list[int], status: str, *, actor: str = "api",
                when: datetime | None = None) -> int:
     """Change keys' status (enabled/draining/paused/disabled) and record it in the event log."""
@@ -111,7 +135,8 @@ def set_status(engine: Engine, key_ids: list[int], status: str, *, actor: str = 
     with session_scope(engine) as session:
         changed = 0
         for key in session.execute(select(StrategySymbol).where(
-                StrategySymbol.id.in_(key_ids)).with_for_update()).scalars():  # type: ignore
+                StrategySymbol.id.in_(key_ids))  # type: ignore[union-attr]
+                .order_by(StrategySymbol.id).with_for_update()).scalars():  # type: ignore[arg-type]
             if key.status == status:
                 continue
             session.add(EventRecord(

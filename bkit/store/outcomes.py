@@ -57,10 +57,11 @@ def _apply_slot(session: Session, key: StrategySymbol, row: SignalRow, change: s
 
 def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: TickOutcome,
                   when: datetime, now: datetime, origin: str, *,
-                  duration_ms: float | None = None, order_amount: float | None = None
-                  ) -> tuple[list[EventRecord], list[int]]:
+                  duration_ms: float | None = None, order_amount: float | None = None,
+                  flush: bool = True) -> tuple[list[EventRecord], list[int]]:
     """Persist `outcome` for `key` (whose live signal row is `record`, or None). Returns the
-    event rows added (flushed, with ids) and the ids of new order intents."""
+    event rows added and the ids of new order intents. `flush=False` leaves the events to
+    the caller's flush (a batch flushes once, so its inserts go out together)."""
     assert key.id is not None
     row = outcome.signal
     if row is not None:
@@ -90,5 +91,6 @@ def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: T
     if outcome.clear_command:
         key.command = None
     session.add_all(records)
-    session.flush()
+    if flush:
+        session.flush()
     return records, intent_ids

@@ -49,6 +49,17 @@ def live_signal(session: Session, key_id: int, *, for_update: bool = False
     return session.execute(stmt).scalars().first()
 
 
+def live_signals(session: Session, key_ids: list[int]) -> dict[int, SignalRecord]:
+    """The live signal rows of `key_ids` by key id (keys without one are missing)."""
+    if not key_ids:
+        return {}
+    stmt = (select(SignalRecord)
+            .where(SignalRecord.key_id.in_(key_ids),  # type: ignore[attr-defined]
+                   SignalRecord.state.in_(sorted(LIVE_STATES)))  # type: ignore[attr-defined]
+            .execution_options(populate_existing=True))
+    return {record.key_id: record for record in session.execute(stmt).scalars()}
+
+
 def find_signal(session: Session, key_id: int, signal_id: str, *, for_update: bool = False
                 ) -> SignalRecord | None:
     stmt = select(SignalRecord).where(SignalRecord.key_id == key_id,
