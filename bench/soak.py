@@ -1,8 +1,13 @@
 """Soak: many keys for hours of replayed market time on real candles, with random worker kills,
 then the invariant checker. Orders go through the paper broker (persistent simulated fills).
 
-    .venv/bin/python bench/soak.py --keys 1000 --market-hours 24 --speed 10   # the long one
-    .venv/bin/python bench/soak.py --keys 100 --market-hours 2 --speed 90     # CI-sized
+    .venv/bin/python bench/soak.py --keys 1000 --market-hours 24 --speed 40   # every minute
+    .venv/bin/python bench/soak.py --keys 1000 --market-hours 24 --speed 600 \
+        --tick-seconds 900                                                    # CI-sized
+
+`--tick-seconds` is the beat period in market seconds (61 = live; the CI soak ticks every
+15 market minutes so that 24 market hours of 1,000 keys fit in CI). `--speed` must leave the
+workers time for every key within a period: 1,000 ticks need about a second here.
 
 Prints ticks done, trades, kills and every invariant violation (none expected). Redis db 11
 and a throwaway PostgreSQL database are used.
@@ -37,6 +42,7 @@ REPLAY_START = datetime(2019, 10, 11, 1, 0, 5, tzinfo=UTC)
 class SoakResult:
     keys: int
     market_hours: float
+    tick_seconds: float
     wall_seconds: float
     ticks: int
     opened: int
@@ -52,7 +58,8 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 
 
 def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
-             redis_db: int = 11, seed: int = 7, home: Path | None = None) -> SoakResult:
+             redis_db: int = 11, seed: int = 7, home: Path | None = None,
+             tick_seconds: float = 61.0) -> SoakResult:
     rng = random.Random(seed)
     db, db_url = create_database("bkit_soak")
     broker_url = f"redis://127.0.0.1:6379/{redis_db}"
@@ -66,6 +73,7 @@ def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
                 "BKIT_ORDER_BROKER": "paper", "BKIT_REPLAY_START": REPLAY_START.isoformat(),
                 "BKIT_REPLAY_EPOCH": (datetime.now(UTC) + timedelta(seconds=4)).isoformat(),
                 "BKIT_REPLAY_SPEED": str(speed), "BKIT_LEASE_SECONDS": "5",
+                "BKIT_TICK_SECONDS": str(tick_seconds),
                 "BKIT_TICK_SOFT_LIMIT": "3", "BKIT_TICK_HARD_LIMIT": "4",
                 "BKIT_ORDER_SEND_LEASE_SECONDS": "4", "BKIT_RELAY_SECONDS": "2",
                 "PYTHONPATH": str(REPO)})
@@ -73,7 +81,8 @@ def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
     for name in ("BKIT_HOME", "BKIT_DATABASE_URL", "BKIT_BROKER_URL"):
         os.environ[name] = env[name]
     try:
-        return _run(keys, market_hours, speed, kill_every, rng, db, broker_url, home, env)
+        return _run(keys, market_hours, speed, tick_seconds, kill_every, rng, db, broker_url,
+                    home, env)
     finally:  # leave the caller's environment as it was
         for name in [k for k in os.environ if k.startswith("BKIT_")]:
             del os.environ[name]
@@ -85,8 +94,8 @@ def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
         dispose_all()
 
 
-def _run(keys: int, market_hours: float, speed: float, kill_every: float,
-         rng: random.Random, db: str, broker_url: str, home: Path,
+def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
+         kill_every: float, rng: random.Random, db: str, broker_url: str, home: Path,
          env: dict[str, str]) -> SoakResult:
     from bkit.settings import reset_settings
     from bkit.store.engine import dispose_all, get_engine, session_scope
@@ -109,7 +118,7 @@ def _run(keys: int, market_hours: float, speed: float, kill_every: float,
                for i in range(2)]
     beat = _spawn(["beat", "-s", str(home / "beat-schedule"), "--loglevel", "WARNING"], env,
                   home / "beat.log")
-    result = SoakResult(keys, market_hours, 0.0, 0, 0, 0)
+    result = SoakResult(keys, market_hours, tick_seconds, 0.0, 0, 0, 0)
     started = time.monotonic()
     deadline = started + 4 + market_hours * 3600 / speed
     next_kill = started + kill_every
@@ -167,9 +176,9 @@ def _run(keys: int, market_hours: float, speed: float, kill_every: float,
         paper = [o.client_order_id for o in session.execute(select(PaperOrder)).scalars()]
     result.ticks = sum(counts.values())
     result.opened, result.closed = counts.get("opened", 0), counts.get("closed", 0)
-    # Positions must still be ticked near the end (ticks may be dropped under overload, so
-    # allow a few market minutes per key).
-    monitored_since = end_market - timedelta(minutes=max(10.0, keys / 100 * 3))
+    # Positions must still be ticked near the end (ticks may be dropped under overload or a
+    # kill, so allow three beat periods, and at least 10 market minutes).
+    monitored_since = end_market - timedelta(seconds=max(600.0, 3 * tick_seconds))
     result.violations = check_invariants(engine, monitored_since=monitored_since)
     result.violations += [f"paper order {c} has no intent" for c in paper if c not in intents]
     result.violations += [f"filled intent {c} has no paper order" for c, s in intents.items()
@@ -188,10 +197,14 @@ def main() -> None:
     parser.add_argument("--market-hours", type=float, default=24.0)
     parser.add_argument("--speed", type=float, default=10.0,
                         help="market seconds per real second")
+    parser.add_argument("--tick-seconds", type=float, default=61.0,
+                        help="beat period in market seconds")
     parser.add_argument("--kill-every", type=float, default=60.0, help="real seconds")
     args = parser.parse_args()
-    res = run_soak(args.keys, args.market_hours, args.speed, args.kill_every)
-    print(f"keys={res.keys} market_hours={res.market_hours:g} wall={res.wall_seconds:.0f}s "
+    res = run_soak(args.keys, args.market_hours, args.speed, args.kill_every,
+                   tick_seconds=args.tick_seconds)
+    print(f"keys={res.keys} market_hours={res.market_hours:g} "
+          f"tick_seconds={res.tick_seconds:g} wall={res.wall_seconds:.0f}s "
           f"ticks={res.ticks} opened={res.opened} closed={res.closed} kills={len(res.kills)} "
           f"violations={len(res.violations)}", flush=True)
     for violation in res.violations:

@@ -40,6 +40,12 @@ def check_invariants(engine: Engine, *, fake: Any = None, config: Config | None 
     live_per_key = Counter(s.key_id for s in signals if s.state in LIVE_STATES)
     problems += [f"key {k} has {n} live signals" for k, n in live_per_key.items() if n > 1]
 
+    # A tick's result event carries its duration; order confirmations do not.
+    ticked = Counter((e.key_id, e.created_at) for e in events
+                     if e.payload and "duration_ms" in e.payload)
+    problems += [f"key {k} ticked {n} times for minute {minute}"
+                 for (k, minute), n in ticked.items() if n > 1]
+
     opened = Counter((e.key_id, e.signal_id) for e in events if e.action == "opened")
     closed = Counter((e.key_id, e.signal_id) for e in events if e.action == "closed")
     problems += [f"signal {sid} of key {k} opened {n} times" for (k, sid), n in opened.items()
