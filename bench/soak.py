@@ -142,9 +142,12 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
                 workers[index] = _spawn([*worker_args, "-n", f"soak{index}r{len(result.kills)}@%h"],
                                         env, home / f"worker{index}.log")
                 result.kills.append(f"main of worker {index}")
+        # Market time when the beat stops (the replay clock's formula; the epoch is 4 s after
+        # launch): open positions must have been ticked shortly before it.
+        epoch = datetime.fromisoformat(env["BKIT_REPLAY_EPOCH"])
+        end_market = REPLAY_START + (datetime.now(UTC) - epoch) * speed
         beat.terminate()
         beat.wait(timeout=30)
-        end_market = REPLAY_START + timedelta(seconds=(time.monotonic() - started) * speed)
         drain_deadline = time.monotonic() + 60
         while time.monotonic() < drain_deadline:  # let the orders queue finish in-flight work
             with session_scope(engine) as session:
@@ -171,10 +174,12 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
     with session_scope(engine) as session:
         counts = dict(session.execute(select(EventRecord.action, func.count()).where(
             EventRecord.kind == "signal").group_by(EventRecord.action)).all())
+        # A tick's result event carries its duration; order confirmations' events do not.
+        result.ticks = sum(1 for payload in session.execute(select(EventRecord.payload).where(
+            EventRecord.kind == "signal")).scalars() if payload and "duration_ms" in payload)
         intents = {i.client_order_id: i.status for i in session.execute(
             select(OrderIntent)).scalars()}
         paper = [o.client_order_id for o in session.execute(select(PaperOrder)).scalars()]
-    result.ticks = sum(counts.values())
     result.opened, result.closed = counts.get("opened", 0), counts.get("closed", 0)
     # Positions must still be ticked near the end (ticks may be dropped under overload or a
     # kill, so allow three beat periods, and at least 10 market minutes).
