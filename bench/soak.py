@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 import redis
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -76,6 +76,7 @@ def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
                 "BKIT_TICK_SECONDS": str(tick_seconds),
                 "BKIT_TICK_SOFT_LIMIT": "3", "BKIT_TICK_HARD_LIMIT": "4",
                 "BKIT_ORDER_SEND_LEASE_SECONDS": "4", "BKIT_RELAY_SECONDS": "2",
+                "BKIT_ORDER_BACKOFF_MAX_SECONDS": "2",
                 "PYTHONPATH": str(REPO)})
     saved = {k: v for k, v in os.environ.items() if k.startswith("BKIT_")}
     for name in ("BKIT_HOME", "BKIT_DATABASE_URL", "BKIT_BROKER_URL"):
@@ -146,8 +147,10 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
         # launch): open positions must have been ticked shortly before it.
         epoch = datetime.fromisoformat(env["BKIT_REPLAY_EPOCH"])
         end_market = REPLAY_START + (datetime.now(UTC) - epoch) * speed
-        beat.terminate()
-        beat.wait(timeout=30)
+        # Stop ticking but keep beat: its outbox relay re-sends submits lost with a killed
+        # worker, so every intent reaches its outcome before the check.
+        with engine.begin() as conn:
+            conn.execute(update(StrategySymbol).values(status="disabled"))
         drain_deadline = time.monotonic() + 60
         while time.monotonic() < drain_deadline:  # let the orders queue finish in-flight work
             with session_scope(engine) as session:
@@ -157,6 +160,8 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
             if waiting == 0:
                 break
             time.sleep(0.5)
+        beat.terminate()
+        beat.wait(timeout=30)
     finally:
         for proc in [*workers, beat]:
             if proc.poll() is None:
@@ -181,9 +186,11 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
             select(OrderIntent)).scalars()}
         paper = [o.client_order_id for o in session.execute(select(PaperOrder)).scalars()]
     result.opened, result.closed = counts.get("opened", 0), counts.get("closed", 0)
-    # Positions must still be ticked near the end (ticks may be dropped under overload or a
-    # kill, so allow three beat periods, and at least 10 market minutes).
-    monitored_since = end_market - timedelta(seconds=max(600.0, 3 * tick_seconds))
+    # Positions must still be ticked near the end. A killed tick holds its keys until their
+    # lease expires, and a period's ticks may be dropped under overload, so allow the lease
+    # (wall seconds, in market time) plus two beat periods, and at least 10 market minutes.
+    lease_market = float(env["BKIT_LEASE_SECONDS"]) * speed
+    monitored_since = end_market - timedelta(seconds=max(600.0, lease_market + 2 * tick_seconds))
     result.violations = check_invariants(engine, monitored_since=monitored_since)
     result.violations += [f"paper order {c} has no intent" for c in paper if c not in intents]
     result.violations += [f"filled intent {c} has no paper order" for c, s in intents.items()

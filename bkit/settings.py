@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     tick_soft_limit: float = 40.0
     tick_hard_limit: float = 50.0
     lease_seconds: float = 55.0
+    #: `bkit worker` watchdog: ping period, unanswered pings before a kill, start-up grace
+    #: (wall seconds).
+    watchdog_seconds: float = Field(default=30.0, gt=0)
+    watchdog_misses: int = Field(default=3, ge=1)
+    watchdog_grace_seconds: float = Field(default=60.0, ge=0)
     #: Order broker: "none" (signals only), "paper" or "ccxt".
     order_broker: str = "none"
     #: Orders: send-lease of one submit attempt, backoff ceiling and the minimum wait after a

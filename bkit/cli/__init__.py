@@ -21,6 +21,7 @@ from bkit.cli.commands import (
     cmd_set_status,
     cmd_status,
     cmd_strategies,
+    cmd_worker,
 )
 from bkit.cli.demo import cmd_db_upgrade, cmd_demo
 from bkit.cli.output import EXIT_ERROR, EXIT_OK, EXIT_USAGE
@@ -121,6 +122,9 @@ def _admin_commands(sub: argparse._SubParsersAction) -> None:
     health.add_argument("--beat-max-age", type=float, metavar="SECONDS",
                         help="also require beat's schedule file to be this fresh")
     health.set_defaults(func=cmd_health)
+    sub.add_parser("worker", help="run `celery -A bkit worker ARGS…` under a watchdog that "
+                   "kills it (exit 3) when it stops answering pings or its main process "
+                   "dies, so docker/systemd restart it", add_help=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from bkit.core.errors import BkitError, UnknownNameError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:  # everything after it belongs to `celery worker`
+        return cmd_worker(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -205,3 +205,15 @@ def cmd_health(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     say("healthy")
     return EXIT_OK
+
+
+def cmd_worker(celery_args: list[str]) -> int:
+    """`bkit worker ARGS…`: `celery -A bkit worker ARGS…` under the watchdog
+    (bkit.supervisor); exits with the worker's code, or 3 when the watchdog killed it."""
+    import logging
+
+    from bkit.supervisor import WorkerSupervisor, settings_from_env
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/bkit worker] "
+                        "%(message)s")
+    return WorkerSupervisor(celery_args, settings_from_env()).run()

@@ -465,13 +465,24 @@ class FakeExchange:
         """The orders the venue accepted under `client_order_id` (copies)."""
         return [o for o in self.orders if o.client_order_id == client_order_id]
 
-    def fill_order(self, client_order_id: str, price: float | str | None = None) -> None:
-        """Fill the open order `client_order_id` at `price` (default: its limit price)."""
+    def fill_order(self, client_order_id: str, price: float | str | None = None,
+                   quantity: float | str | Decimal | None = None) -> None:
+        """Fill the open order `client_order_id` at `price` (default: its limit price): all
+        of it, or — with `quantity` below the order's — partly (`PARTIALLY_FILLED`, still
+        open, as a venue reports a resting order that met part of its size)."""
         with self._lock:
             order = self._find_order(client_order_id, None, open_only=True)
             if order is None:
                 raise KeyError(f"no open order {client_order_id!r}")
-            self._fill(order, Decimal(str(price)) if price is not None else order.price)
+            fill_price = Decimal(str(price)) if price is not None else order.price
+            part = None if quantity is None else Decimal(str(quantity))
+            if part is None or part >= order.quantity:
+                self._fill(order, fill_price)
+                return
+            if part <= 0:
+                raise ValueError(f"a partial fill needs a positive quantity, got {quantity}")
+            order.status, order.executed_qty = "PARTIALLY_FILLED", part
+            order.fill_price, order.update_ms = fill_price, self._now_ms()
 
     # internals ---------------------------------------------------------------------------------
     def _market_id(self, symbol: str) -> str:

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -26,6 +27,7 @@ from bkit.store.migrations import upgrade
 from bkit.store.tables import EventRecord, OrderIntent
 from bkit.testing import FakeExchange
 from bkit.testing.invariants import check_invariants
+from bkit.testing.tcp_proxy import TcpProxy
 from tests.e2e.conftest import SYMBOLS
 from tests.integration.conftest import Runtime, wait_until
 
@@ -190,6 +192,31 @@ def test_broker_or_database_restart_mid_run(
         _kill_tree(worker)
         runtime.start_worker(*WORKER, "-s", str(runtime.home / "beat2"))
     _settle_and_check(runtime, fake, opened)
+
+
+def test_broker_connection_loss_mid_run_is_survived_without_a_restart(
+        make_runtime: Callable[..., Runtime], pg_url: str, redis_broker_url: str,
+        fake: FakeExchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every broker connection is reset and new ones refused for a while (a network cut, not
+    a restart: Redis keeps its queues). The same worker process must reconnect by itself."""
+    redis_port = urlsplit(redis_broker_url).port or 6379
+    proxy = TcpProxy(("127.0.0.1", redis_port))
+    proxy.start()
+    proxied = redis_broker_url.replace(f"127.0.0.1:{redis_port}", f"127.0.0.1:{proxy.port}")
+    try:
+        runtime = _start(make_runtime, pg_url, proxied, fake, monkeypatch)
+        worker = runtime.start_worker(*WORKER, "-s", str(runtime.home / "beat1"))
+        wait_until(lambda: _count("opened") >= 1, 30, message="trading before the cut")
+        opened = _count("opened")
+        proxy.stop()
+        time.sleep(5)  # five market minutes without a broker
+        proxy.start()
+        wait_until(lambda: _count("opened") >= opened + 2, 90,
+                   message="trading resumes after the cut")
+        assert worker.poll() is None, "the worker reconnected; nobody restarted it"
+        _settle_and_check(runtime, fake, opened)
+    finally:
+        proxy.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ import sqlalchemy as sa
 from bkit.core.candles import Candle
 from bkit.exchange import MARKETS_DIR, CcxtExchange
 from bkit.testing import FakeExchange, read_candles_csv
+from bkit.testing.tcp_proxy import TcpProxy, free_port
 
 DATA = Path(__file__).parent / "data"
 EXCHANGE_NAME = "fake-binance"
@@ -81,13 +80,6 @@ def credentials() -> dict[str, str]:
     return dict(CREDENTIALS)
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def closed_port() -> int:
     """A local port with nothing listening."""
@@ -144,64 +136,10 @@ def pg_engine() -> Iterator[sa.Engine]:
         admin.dispose()
 
 
-class TcpProxy:
-    """A TCP forwarder to a real server that can be cut and restored, to play a restart."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def stop(self) -> None:
-        """Refuse new connections and reset the open ones (the server 'went down')."""
-        if self._listener is not None:
-            with contextlib.suppress(OSError):  # wakes the accept() blocked in its thread
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            for sock in self._conns:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self._conns.clear()
-
-
 @pytest.fixture
 def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
     target = urlsplit(redis_url).port or 6379
-    proxy = TcpProxy(target)
+    proxy = TcpProxy(("127.0.0.1", target))
     proxy.start()
     yield proxy
     proxy.stop()

@@ -181,3 +181,23 @@ def make_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_process_
     yield factory
     for runtime in runtimes:
         runtime.stop_all()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def in_process_runtime(request: pytest.FixtureRequest, make_runtime: Callable[..., Runtime],
+                       tmp_path: Path) -> Runtime:
+    """Settings for ticks run in this process (`Live.tick`, `run_ticks`), once on a fresh
+    PostgreSQL database and once on SQLite. In-process ticks walk through market time by
+    hand: the paper exchange's clock stands after the sample, so every candle before a tick's
+    minute has closed."""
+    from bkit.clock import ManualClock
+    from bkit.exchange.paper import add_paper_exchange
+
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'bkit.sqlite'}"
+    runtime = make_runtime(url)
+    REGISTRY.exchanges.pop("paper")
+    add_paper_exchange("paper", clock=ManualClock(datetime(2019, 10, 14, tzinfo=UTC)))
+    return runtime

@@ -18,8 +18,8 @@ from bkit.store.engine import dispose_all, get_engine, session_scope
 from bkit.store.keys import ensure_key
 from bkit.store.migrations import upgrade
 from bkit.store.tables import EventRecord, StrategySymbol
+from bkit.testing.tcp_proxy import TcpProxy, free_port
 from tests.integration.conftest import REPO, Runtime, wait_until
-from tests.integration.tcp_proxy import TcpProxy, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ def test_database_down_at_start_then_up_worker_recovers_and_nothing_is_lost(
     wait_until(lambda: b"database unavailable" in log.read_bytes(), 30,
                message="a clear error while the database is down")
     assert worker.poll() is None, "the worker keeps running while the database is down"
-    proxy = TcpProxy(port, ("127.0.0.1", 5432))
+    proxy = TcpProxy(("127.0.0.1", 5432), port)
     proxy.start()
     try:
         dispose_all()

@@ -75,3 +75,42 @@ def test_a_limit_entry_resting_past_the_timeout_is_cancelled_and_rolled_back(
     dropped = _signal()
     assert dropped.state == "cancelled" and dropped.cancel_reason == "rejected"
     assert "entry timeout" in (_intents("open")[0].last_error or "")
+
+
+def test_a_partly_filled_limit_entry_opens_with_what_filled_and_the_exit_sells_that(
+        limit_runtime: Runtime, fake: FakeExchange) -> None:  # noqa: F811
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from bkit.live import Live
+    from bkit.testing import DEFAULT_MARKETS
+
+    limit_runtime.env["BKIT_ORDER_ENTRY_TIMEOUT_SECONDS"] = "3"
+    limit_runtime.start_worker("-Q", "orders", concurrency=2)
+    intent = _open_intent(fake)
+    wait_until(lambda: _intents("open")[0].status == "acked", 20, message="resting order")
+    (order,) = fake.orders_for(intent.client_order_id)
+    step = Decimal(next(m for m in DEFAULT_MARKETS if m.symbol == SYMBOL).step_size)
+    part = (order.quantity * Decimal("0.4") / step).to_integral_value() * step
+    assert 0 < part < order.quantity
+    fake.fill_order(intent.client_order_id, quantity=part)
+    # The rest never fills: at the entry timeout the order is cancelled, and the position
+    # opens with the part that did fill (a venue keeps what it executed).
+    wait_until(lambda: _filled(intent.id), 40, message="partial entry settled")
+    (entry,) = _intents("open")
+    assert entry.filled_amount == pytest.approx(float(part), abs=1e-12)
+    (order,) = fake.orders_for(intent.client_order_id)
+    assert order.status == "CANCELED" and order.executed_qty == part
+    assert _signal().state == "opened"
+
+    Live.close_position(SYMBOL, "ord-long", "fakebin")
+    closing = Live.tick(SYMBOL, "ord-long", "fakebin", START + timedelta(minutes=2))
+    assert closing is not None
+    wait_until(lambda: _intents("close") and _filled(_intents("close")[0].id), 30,
+               message="exit filled")
+    (exit_intent,) = _intents("close")
+    assert exit_intent.amount == pytest.approx(float(part), abs=1e-12)
+    (exit_order,) = fake.orders_for(exit_intent.client_order_id)
+    assert exit_order.side == "SELL" and exit_order.type == "MARKET"
+    assert exit_order.quantity == part  # sells exactly what the entry bought, no more
+    assert _signal().state == "closed"

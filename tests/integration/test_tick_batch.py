@@ -5,16 +5,12 @@ whose write-back fails costs the other keys of its batch nothing. PostgreSQL and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text, update
 
-from bkit.clock import ManualClock
-from bkit.core.registry import REGISTRY, add_strategy
-from bkit.exchange.paper import add_paper_exchange
+from bkit.core.registry import add_strategy
 from bkit.live import Live
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.keys import ensure_key
@@ -28,19 +24,10 @@ START = datetime(2019, 10, 11, 1, 0, tzinfo=UTC)
 SYMBOLS = [f"B{i}/ETH" for i in range(6)]
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def runtime(request: pytest.FixtureRequest, make_runtime: Callable[..., Runtime],
-            tmp_path: Path) -> Runtime:
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'bkit.sqlite'}"
-    runtime = make_runtime(url)
-    REGISTRY.exchanges.pop("paper")
-    add_paper_exchange("paper", clock=ManualClock(datetime(2019, 10, 14, tzinfo=UTC)),
-                       symbol_map=lambda _symbol: "XRP/ETH")
+@pytest.fixture
+def runtime(in_process_runtime: Runtime) -> Runtime:
     upgrade(get_engine())
-    return runtime
+    return in_process_runtime
 
 
 def _keys(strategy: str) -> list[int]:

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from bkit import UnknownNameError, listen_error
-from bkit.clock import ManualClock
-from bkit.core.registry import REGISTRY
-from bkit.exchange.paper import add_paper_exchange
 from bkit.live import Live
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.keys import claim_key, ensure_key
@@ -25,19 +20,9 @@ pytestmark = pytest.mark.integration
 START = datetime(2019, 10, 11, 1, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def runtime(request: pytest.FixtureRequest, make_runtime: Callable[..., Runtime],
-            tmp_path: Path) -> Runtime:
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'bkit.sqlite'}"
-    runtime = make_runtime(url)
-    # In-process ticks walk through market time by hand: the paper exchange's clock stands
-    # after the sample, so every candle before a tick's minute has closed.
-    REGISTRY.exchanges.pop("paper")
-    add_paper_exchange("paper", clock=ManualClock(datetime(2019, 10, 14, tzinfo=UTC)))
-    return runtime
+@pytest.fixture
+def runtime(in_process_runtime: Runtime) -> Runtime:
+    return in_process_runtime
 
 
 def test_live_tick_opens_once_per_minute_and_closes_with_history(runtime: Runtime) -> None:

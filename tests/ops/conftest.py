@@ -194,6 +194,8 @@ def check_command(argv: list[str], queues: list[str]) -> tuple[str, list[str]]:
     while words and (words[0] == "exec" or ("=" in words[0] and not words[0].startswith("-"))):
         words = words[1:]
     program, args = Path(words[0]).name, words[1:]
+    if program == "bkit" and args[:1] == ["worker"]:  # celery worker under the watchdog
+        program, args = "celery", ["-A", "bkit", *args]
     if program == "bkit":
         try:
             build_parser().parse_args(args)

@@ -41,6 +41,7 @@ def test_the_roles_the_issue_asks_for(services: dict[str, dict[str, Any]],
                 for q in c[c.index("-Q") + 1].split(",")}
     assert consumed == set(celery_facts["queues"]) == {"ticks", "orders", "maint"}
     assert commands["worker-ticks"][commands["worker-ticks"].index("-Q") + 1] == "ticks,maint"
+    assert commands["worker-ticks"][:2] == commands["worker-orders"][:2] == ["bkit", "worker"]
     assert commands["worker-orders"][commands["worker-orders"].index("-Q") + 1] == "orders"
 
 
@@ -48,7 +49,7 @@ def test_every_command_is_a_real_entry_point(services: dict[str, dict[str, Any]]
                                              celery_facts: dict[str, Any]) -> None:
     assert celery_facts["main"] == "bkit"
     assert celery_facts["task_queues"] == celery_facts["queues"]
-    assert {"bkit.fanout_ticks", "bkit.tick", "bkit.orders.relay_outbox"} <= set(
+    assert {"bkit.fanout_ticks", "bkit.tick", "bkit.tick_batch", "bkit.orders.relay_outbox"} <= set(
         celery_facts["tasks"])
     checked = 0
     for name, service in _bkit_services(services).items():
