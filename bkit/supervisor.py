@@ -99,6 +99,8 @@ class WorkerSupervisor:
                 self._kill_group()  # orphaned pool children of a killed main process
                 if code < 0:
                     log.error("watchdog: worker %s died of signal %d", self.node, -code)
+                elif code:
+                    log.error("watchdog: worker %s exited with code %d", self.node, code)
                 return 128 - code if code < 0 else code  # as a shell reports a signal
             if self._stopping or time.monotonic() - started < self.settings.grace:
                 continue

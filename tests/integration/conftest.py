@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -106,6 +107,8 @@ class Runtime:
             self.env["BKIT_BROKER_URL"] = broker_url
         self.workers: list[subprocess.Popen[bytes]] = []
         self.names: list[str] = []
+        self.restarts = 0
+        self._stopping = threading.Event()
 
     def apply_here(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Use the same settings in the test process and load the test strategies."""
@@ -124,15 +127,17 @@ class Runtime:
         REGISTRY.clear()
         importlib.reload(strategies)
 
-    def start_worker(self, *extra: str, concurrency: int = 2, name: str | None = None
-                     ) -> subprocess.Popen[bytes]:
+    def start_worker(self, *extra: str, concurrency: int = 2, name: str | None = None,
+                     supervised: bool = False) -> subprocess.Popen[bytes]:
+        """`celery -A bkit worker`, or with `supervised` `bkit worker` (its watchdog)."""
         name = name or f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}"
         self.names.append(name)
         log = open(self.home / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        program = [str(Path(sys.executable).parent / "bkit"), "worker"] if supervised else \
+            [sys.executable, "-m", "celery", "-A", "bkit", "worker"]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "bkit", "worker", "-c", str(concurrency),
-             "-n", f"{name}@%h", "--loglevel", "INFO", *extra],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            [*program, "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
+             *extra], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)
         wait_until(lambda: b"ready." in (self.home / f"{name}.log").read_bytes()
                    or proc.poll() is not None, 60, message=f"worker {name} ready")
@@ -140,7 +145,22 @@ class Runtime:
             raise AssertionError((self.home / f"{name}.log").read_text())
         return proc
 
+    def start_restarted_worker(self, *extra: str) -> None:
+        """`bkit worker` as docker's `restart: unless-stopped` runs it: started again
+        whenever it exits (its watchdog makes a wedged worker exit). `restarts` counts."""
+        proc = self.start_worker(*extra, supervised=True)
+
+        def keep_alive() -> None:
+            nonlocal proc
+            while not self._stopping.wait(0.5):
+                if proc.poll() is not None:
+                    self.restarts += 1
+                    proc = self.start_worker(*extra, supervised=True)
+
+        threading.Thread(target=keep_alive, daemon=True).start()
+
     def stop_all(self) -> None:
+        self._stopping.set()
         for proc in self.workers:
             if proc.poll() is None:
                 proc.terminate()
