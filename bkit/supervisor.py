@@ -140,4 +140,5 @@ def settings_from_env() -> WatchdogSettings:
 
     s = get_settings()
     return WatchdogSettings(period=s.watchdog_seconds, misses=s.watchdog_misses,
-                            grace=s.watchdog_grace_seconds)
+                            grace=s.watchdog_grace_seconds,
+                            ping_timeout=min(5.0, max(0.5, s.watchdog_seconds)))

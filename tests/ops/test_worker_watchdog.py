@@ -64,7 +64,7 @@ def test_a_wedged_worker_is_killed_with_its_children_and_exits_3(pg_ops: OpsEnv)
     with _supervised(pg_ops, "wd") as (supervisor, log):
         main, pids = _worker_tree(supervisor)
         assert len(pids) == 3  # the main process and its two pool children
-        time.sleep(8)  # several answered pings after the grace: a healthy worker stays
+        time.sleep(5)  # answered pings after the grace: a healthy worker stays
         assert supervisor.poll() is None and main.is_running()
         main.send_signal(signal.SIGSTOP)  # alive but answering nothing, like a wedged consumer
         assert supervisor.wait(timeout=30) == EXIT_WEDGED
