@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 import redis
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import String, cast, func, insert, select, update
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -180,8 +180,9 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
         counts = dict(session.execute(select(EventRecord.action, func.count()).where(
             EventRecord.kind == "signal").group_by(EventRecord.action)).all())
         # A tick's result event carries its duration; order confirmations' events do not.
-        result.ticks = sum(1 for payload in session.execute(select(EventRecord.payload).where(
-            EventRecord.kind == "signal")).scalars() if payload and "duration_ms" in payload)
+        result.ticks = session.execute(select(func.count()).select_from(EventRecord).where(
+            EventRecord.kind == "signal",
+            cast(EventRecord.payload, String).like('%"duration_ms"%'))).scalar_one()
         intents = {i.client_order_id: i.status for i in session.execute(
             select(OrderIntent)).scalars()}
         paper = [o.client_order_id for o in session.execute(select(PaperOrder)).scalars()]
