@@ -63,11 +63,7 @@ def tick_batch(self: Task, key_ids: list[int], bucket: int) -> int:
     """Tick a batch of keys for one minute; returns how many ticked. Idempotent: the claim
     makes a second run of any key a no-op. Keys the batch had no time for (a slow strategy)
     go out again as a new batch with the same expiry, for any free worker."""
-    from bkit.runtime import tick_env
-
-    period = tick_env().clock.wall_seconds(_settings.tick_seconds)
-    budget = min(_settings.tick_batch_budget_seconds, 0.25 * period)
-    batch = _run(key_ids, bucket, budget)
+    batch = _run(key_ids, bucket, budgeted=True)
     if batch.handed_back:
         try:
             tick_batch.apply_async((batch.handed_back, bucket), expires=self.request.expires)
@@ -85,11 +81,18 @@ def tick(key_id: int, bucket: int) -> str | None:
     return None if result is None else result.action
 
 
-def _run(key_ids: list[int], bucket: int, budget: float | None = None) -> BatchOutcome:
+def _run(key_ids: list[int], bucket: int, budgeted: bool = False) -> BatchOutcome:
+    """Run the ticks; a database outage or the soft time limit is logged, never raised (the
+    leases expire and the next minute carries on)."""
     from bkit.runtime import tick_env
 
     try:
-        return run_ticks(tick_env(), key_ids, bucket, budget_seconds=budget)
+        env = tick_env()
+        budget = None
+        if budgeted:  # at most a quarter of the beat period, in wall seconds
+            period = env.clock.wall_seconds(_settings.tick_seconds)
+            budget = min(_settings.tick_batch_budget_seconds, 0.25 * period)
+        return run_ticks(env, key_ids, bucket, budget_seconds=budget)
     except (OperationalError, DatabaseUnavailableError) as exc:
         log.error("tick of %d keys, bucket %s: database unavailable, the next minute "
                   "retries: %s", len(key_ids), bucket, exc)

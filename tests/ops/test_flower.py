@@ -55,10 +55,11 @@ def cluster(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
                     BKIT_DATABASE_URL=f"sqlite:///{tmp_path / 'bkit.sqlite'}",
                     BKIT_FLOWER_BASIC_AUTH=f"{USER}:{PASSWORD}")
     port = free_port()
+    # The worker's log stays in tmp_path: a failure below names what the worker said.
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bkit", "worker", "-c", "1", "-n",
-         "flowertest@%h", "--loglevel", "WARNING"], env=env, cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "flowertest@%h", "--loglevel", "INFO"], env=env, cwd=REPO,
+        stdout=(tmp_path / "worker.log").open("wb"), stderr=subprocess.STDOUT)
     flower = subprocess.Popen(
         [str(Path(sys.executable).parent / "bkit"), "flower", "--port", str(port), "--",
          "--max_tasks=5000"], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
@@ -91,7 +92,11 @@ def test_flower_shows_the_worker_and_a_finished_task(cluster: tuple[dict[str, st
         assert status == 200
         return [name for name in workers or {} if name.startswith("flowertest@")]
 
-    names = wait_until(worker_listed, 60, "the worker in /api/workers")
+    try:
+        names = wait_until(worker_listed, 60, "the worker in /api/workers")
+    except pytest.fail.Exception:  # say what the worker was doing (seen once in a CI run)
+        log = (Path(env["BKIT_HOME"]) / "worker.log").read_text(errors="replace")
+        pytest.fail(f"the worker never showed in /api/workers; its log ends:\n{log[-2000:]}")
     assert len(names) == 1  # type: ignore[arg-type]
 
     task_id = subprocess.run([sys.executable, "-c", SEND], env=env, cwd=REPO, check=True,
