@@ -148,6 +148,11 @@ def _claim(env: TickEnv, key_ids: Sequence[int], bucket: int
     return claimed
 
 
+def _effective_status(status: str, halted: bool) -> str:
+    """The global kill switch pauses enabled keys: no new entries, positions managed."""
+    return "paused" if halted and status == "enabled" else status
+
+
 def _ask_strategy(strategy: StrategySchema, symbol: str, when: datetime, price: float
                   ) -> StrategyAnswer:
     try:
@@ -170,7 +175,7 @@ def _prepare(env: TickEnv, claim: Claim, snap: _Snapshot, when: datetime) -> _Pr
         _fail(env, claim, when, str(exc), (key.symbol, key.strategy_name, key.exchange_name))
         return None
     ctx = KeyContext(key.symbol, key.strategy_name, key.exchange_name, strategy.interval)
-    pre_status = "paused" if snap.halted and key.status == "enabled" else key.status
+    pre_status = _effective_status(key.status, snap.halted)
     pre_state = KeyState(snap.signal, pre_status, key.signal_window, key.command)  # type: ignore
     answer = None
     if wants_signal(pre_state, when, strategy.interval):
@@ -363,9 +368,7 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol
     ctx = p.ctx
     row = None if record is None else signal_rows.to_core(record)
     restored = row if row is not None and row.id not in env.seen_signals else None
-    status = key.status
-    if status == "enabled" and p.halted:  # read at claim, milliseconds ago
-        status = "paused"  # the global kill switch: no new entries, positions managed
+    status = _effective_status(key.status, p.halted)  # halt read at claim, ms ago
     state = KeyState(row, status, key.signal_window, key.command)  # type: ignore
     check = _risk_check(session, p.risk, ctx, when, p.price) if p.risk else None
     outcome = advance(ctx, state, when, p.price, p.config, answer=p.answer, risk_check=check,
