@@ -17,7 +17,6 @@ Use it as a context manager::
 from __future__ import annotations
 
 import bisect
-import csv
 import json
 import random
 import threading
@@ -27,120 +26,31 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from bkit.core.candles import CANDLE_INTERVAL_MINUTES, MINUTE_MS, Candle, parse_candles
+from bkit.core.candles import CANDLE_INTERVAL_MINUTES, MINUTE_MS, Candle
+from bkit.venue.client import point_ccxt_at
+from bkit.venue.markets import DEFAULT_MARKETS, MarketSpec
+from bkit.venue.prices import aggregate as _aggregate
+from bkit.venue.prices import kline_row as _kline_row
+from bkit.venue.prices import num as _num
+from bkit.venue.prices import partial as _partial
+from bkit.venue.prices import read_candles_csv
 
 KLINES_PATH = "/api/v3/klines"
 ORDER_PATH = "/api/v3/order"
 MAX_KLINES_LIMIT = 1000
 
-
-def point_ccxt_at(exchange: Any, base_url: str) -> None:
-    """Point a ccxt client at `base_url` (e.g. ``http://127.0.0.1:8123``).
-
-    Every entry of `exchange.urls['api']` (binance has 22, nested dicts are walked) keeps its path
-    and gets the new scheme and host, so `/api/v3/klines` stays `/api/v3/klines`. Time-difference
-    adjustment is switched off so no extra `/time` request is made before signed calls.
-    """
-    target = urlsplit(base_url)
-
-    def rewrite(value: Any) -> Any:
-        if isinstance(value, str):
-            parts = urlsplit(value)
-            return urlunsplit((target.scheme, target.netloc, parts.path, parts.query, ""))
-        if isinstance(value, dict):
-            return {key: rewrite(item) for key, item in value.items()}
-        return value
-
-    exchange.urls["api"] = rewrite(exchange.urls["api"])
-    exchange.options["adjustForTimeDifference"] = False
+#: Moved to `bkit.venue` (product code); re-exported here for existing imports.
+__all__ = ["DEFAULT_MARKETS", "KLINES_PATH", "MAX_KLINES_LIMIT", "ORDER_PATH", "FakeExchange",
+           "FakeOrder", "Fault", "MarketSpec", "RequestRecord", "point_ccxt_at",
+           "read_candles_csv", "synthetic_candles"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Market data helpers
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MarketSpec:
-    """One spot market as binance describes it in exchangeInfo. Sizes are decimal strings."""
-
-    symbol: str
-    tick_size: str
-    step_size: str
-    min_qty: str
-    min_notional: str
-    max_qty: str = "9000000.00000000"
-    min_price: str | None = None
-    max_price: str = "1000000.00000000"
-
-    @property
-    def base(self) -> str:
-        return self.symbol.split("/")[0]
-
-    @property
-    def quote(self) -> str:
-        return self.symbol.split("/")[1]
-
-    @property
-    def market_id(self) -> str:
-        return self.base + self.quote
-
-    def exchange_info(self) -> dict[str, Any]:
-        """The `symbols[]` entry of `GET /api/v3/exchangeInfo` for this market."""
-        return {
-            "symbol": self.market_id, "status": "TRADING",
-            "baseAsset": self.base, "baseAssetPrecision": 8,
-            "quoteAsset": self.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
-            "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT",
-                           "TAKE_PROFIT_LIMIT"],
-            "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
-            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True,
-            "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
-            "isMarginTradingAllowed": False,
-            "filters": [
-                {"filterType": "PRICE_FILTER", "minPrice": self.min_price or self.tick_size,
-                 "maxPrice": self.max_price, "tickSize": self.tick_size},
-                {"filterType": "LOT_SIZE", "minQty": self.min_qty, "maxQty": self.max_qty,
-                 "stepSize": self.step_size},
-                {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000",
-                 "maxQty": self.max_qty, "stepSize": "0.00000000"},
-                {"filterType": "NOTIONAL", "minNotional": self.min_notional,
-                 "applyMinToMarket": True, "maxNotional": "9000000.00000000",
-                 "applyMaxToMarket": False, "avgPriceMins": 5},
-                {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
-            ],
-            "permissions": [], "permissionSets": [["SPOT"]],
-            "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
-            "allowedSelfTradePreventionModes": ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER",
-                                                "EXPIRE_BOTH"],
-        }
-
-
-#: Realistic binance spot filters (2024) for the markets the tests use.
-DEFAULT_MARKETS: tuple[MarketSpec, ...] = (
-    MarketSpec("BTC/USDT", tick_size="0.01000000", step_size="0.00001000",
-               min_qty="0.00001000", min_notional="5.00000000", max_qty="9000.00000000"),
-    MarketSpec("ETH/USDT", tick_size="0.01000000", step_size="0.00010000",
-               min_qty="0.00010000", min_notional="5.00000000", max_qty="9000.00000000"),
-    MarketSpec("XRP/ETH", tick_size="0.00000001", step_size="1.00000000",
-               min_qty="1.00000000", min_notional="0.00100000", max_qty="90000000.00000000"),
-    MarketSpec("UNITTEST/BTC", tick_size="0.00000001", step_size="1.00000000",
-               min_qty="1.00000000", min_notional="0.00010000", max_qty="90000000.00000000"),
-)
-
-
-def read_candles_csv(path: str | Path, limit: int | None = None) -> list[Candle]:
-    """Candles from a CSV with header `timestamp,open,high,low,close,volume` (ms, UTC)."""
-    with open(path, newline="") as handle:
-        rows = [row for i, row in enumerate(csv.DictReader(handle)) if limit is None or i < limit]
-    return parse_candles(
-        ([int(r["timestamp"]), r["open"], r["high"], r["low"], r["close"], r["volume"]]
-         for r in rows), str(path))
 
 
 def synthetic_candles(seed: int, start_ms: int, count: int, start_price: float = 100.0,
@@ -159,12 +69,6 @@ def synthetic_candles(seed: int, start_ms: int, count: int, start_price: float =
                               round(low, 8), round(close, 8), volume))
         price = close
     return candles
-
-
-def _num(value: float | Decimal) -> str:
-    """A number as binance writes it: positional decimal, never an exponent."""
-    text = format(Decimal(repr(value)) if isinstance(value, float) else value, "f")
-    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -683,37 +587,6 @@ class _Server(ThreadingHTTPServer):
 
 
 _SIGNED_PATHS = {ORDER_PATH, "/api/v3/openOrders", "/api/v3/account"}
-
-
-def _aggregate(candles: Sequence[Candle], width_ms: int) -> list[Candle]:
-    """1m candles merged into `width_ms` buckets aligned to the epoch."""
-    if width_ms == MINUTE_MS:
-        return list(candles)
-    buckets: list[Candle] = []
-    for c in candles:
-        start = c.timestamp - c.timestamp % width_ms
-        if buckets and buckets[-1].timestamp == start:
-            b = buckets[-1]
-            buckets[-1] = Candle(start, b.open, max(b.high, c.high), min(b.low, c.low), c.close,
-                                 b.volume + c.volume)
-        else:
-            buckets.append(replace(c, timestamp=start))
-    return buckets
-
-
-def _partial(candle: Candle, now_ms: int, width_ms: int) -> Candle:
-    """The candle as seen at `now_ms`: unchanged when closed, scaled while forming."""
-    if candle.timestamp + width_ms <= now_ms:
-        return candle
-    share = max(0.0, min(1.0, (now_ms - candle.timestamp) / width_ms))
-    close = candle.open + (candle.close - candle.open) * share
-    return Candle(candle.timestamp, candle.open, max(candle.open, close),
-                  min(candle.open, close), close, candle.volume * share)
-
-
-def _kline_row(c: Candle, width_ms: int) -> list[Any]:
-    return [c.timestamp, _num(c.open), _num(c.high), _num(c.low), _num(c.close), _num(c.volume),
-            c.timestamp + width_ms - 1, _num(c.close * c.volume), 1, "0", "0", "0"]
 
 
 def _corrupt(row: list[Any], mode: str) -> list[Any]:

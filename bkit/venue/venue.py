@@ -1,0 +1,243 @@
+"""`Venue`: a stateful simulated Binance spot exchange served over HTTP on 127.0.0.1.
+
+It owns the spot engine (markets, balances, orders, prices), the clock, the fault board and the
+per-path request counters, all behind one lock, and exposes the Python API tests and the paper
+trading command use to drive it (prices, clock, fills, lags, faults, observations).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from decimal import Decimal
+
+from bkit.core.candles import Candle
+from bkit.venue.accounts import FeeRule, dec
+from bkit.venue.faults import FaultBoard, VenueFault
+from bkit.venue.markets import DEFAULT_MARKETS, MarketSpec
+from bkit.venue.orders import RESPONSE_TYPES, VenueOrder, VenueTrade
+from bkit.venue.server import VenueHTTPServer, make_handler
+from bkit.venue.spot import SpotEngine
+
+DEFAULT_BALANCES: dict[str, float] = {"USDT": 10000.0, "BTC": 0.0}
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Venue:
+    """A simulated Binance spot venue. Thread-safe; start with `start()` or a `with` block.
+
+    `balances` are the initial free balances; `fee_rate` a fraction (0.001 = 0.1 %);
+    `fee_rule` "base", "quote" or a third asset ("BNB", priced at `fee_asset_price` in the
+    traded market's quote currency); `clock` returns the venue time in ms (default: the wall
+    clock; `set_clock` freezes it); `slippage` a fraction moved against market orders.
+    """
+
+    def __init__(self, markets: Iterable[MarketSpec] = DEFAULT_MARKETS,
+                 balances: Mapping[str, float | int | str | Decimal] | None = None,
+                 fee_rate: float | str | Decimal = "0.001", fee_rule: str = "base",
+                 fee_asset_price: float | str | Decimal | None = None,
+                 clock: Callable[[], int] | None = None, slippage: float | str = 0,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        fees = FeeRule(dec(fee_rate), fee_rule,
+                       None if fee_asset_price is None else dec(fee_asset_price))
+        if fee_rule not in ("base", "quote") and fees.asset_price is None:
+            raise ValueError(f"fee rule {fee_rule!r} needs fee_asset_price")
+        self.lock = threading.RLock()
+        self._clock: Callable[[], int] = clock or wall_clock_ms
+        self.engine = SpotEngine(markets, DEFAULT_BALANCES if balances is None else balances,
+                                 fees, self.now_ms)
+        self.engine.slippage = dec(slippage)
+        self.faults = FaultBoard()
+        self._counts: Counter[str] = Counter()
+        self._stopping = threading.Event()
+        self._address = (host, port)
+        self._server: VenueHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> Venue:
+        """Listen (default 127.0.0.1 on a free port) and serve from a daemon thread."""
+        server = VenueHTTPServer(self._address, make_handler(self))
+        self._server = server
+        self._stopping.clear()
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="venue", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; handlers sleeping in a fault are woken and their connections dropped."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until `stop()` (the command-line venue)."""
+        self._server = VenueHTTPServer(self._address, make_handler(self))
+        self._server.serve_forever(poll_interval=0.2)
+
+    def __enter__(self) -> Venue:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the venue is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._address[0]}:{self.port}"
+
+    # clock and prices --------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        """The venue time (ms, UTC)."""
+        return self._clock()
+
+    def set_clock(self, now_ms: int | Callable[[], int] | None) -> None:
+        """Freeze the clock at `now_ms`, follow a callable (a replay clock), or None: wall
+        clock. Resting orders are matched against the new time."""
+        with self.lock:
+            if now_ms is None:
+                self._clock = wall_clock_ms
+            elif callable(now_ms):
+                self._clock = now_ms
+            else:
+                frozen = int(now_ms)
+                self._clock = lambda: frozen
+            self.engine.match()
+
+    def load_candles(self, symbol: str, candles: Sequence[Candle]) -> None:
+        """Serve these 1m candles for `symbol` and price from them."""
+        with self.lock:
+            self.engine.prices.load(self.engine.spec(symbol).market_id, candles)
+            self.engine.match()
+
+    def set_price(self, symbol: str, price: float | str | Decimal | None) -> None:
+        """Override the current price of `symbol` (None: back to the candles); then match."""
+        with self.lock:
+            market_id = self.engine.spec(symbol).market_id
+            self.engine.prices.set_price(market_id, None if price is None else dec(price))
+            self.engine.match()
+
+    def price(self, symbol: str) -> Decimal | None:
+        """The current price of `symbol` (override, else the last closed 1m close)."""
+        with self.lock:
+            return self.engine.prices.current(self.engine.spec(symbol).market_id, self.now_ms())
+
+    def set_slippage(self, fraction: float | str | Decimal) -> None:
+        """Market orders fill at the current price moved by `fraction` against the taker."""
+        with self.lock:
+            self.engine.slippage = dec(fraction)
+
+    def set_fill_fraction(self, fraction: float | str | Decimal,
+                          symbol: str | None = None) -> None:
+        """Market orders (on `symbol`, or everywhere) fill only `fraction`, the rest EXPIRED."""
+        with self.lock:
+            key = None if symbol is None else self.engine.spec(symbol).market_id
+            self.engine.fill_fraction[key] = dec(fraction)
+
+    def match(self) -> None:
+        """Fill the resting limit orders the price has reached (run at every request too)."""
+        with self.lock:
+            self.engine.match()
+
+    def fill_order(self, client_order_id: str, price: float | str | Decimal | None = None,
+                   fraction: float | str | Decimal = 1.0) -> None:
+        """Fill `fraction` of the open order's quantity at `price` (default its limit price)."""
+        with self.lock:
+            self.engine.fill_order(client_order_id, None if price is None else dec(price),
+                                   dec(fraction))
+
+    # behaviour ---------------------------------------------------------------------------------
+    def set_lookup_lag(self, seconds: float) -> None:
+        """GET /api/v3/order answers -2013 for an order until `seconds` after its acceptance."""
+        with self.lock:
+            self.engine.lookup_lag = max(0.0, float(seconds))
+
+    def set_response_type(self, forced: str | None) -> None:
+        """Answer every create in `forced` (ACK, RESULT, FULL) whatever was asked; None: as
+        asked (Binance's default FULL)."""
+        if forced is not None and forced not in RESPONSE_TYPES:
+            raise ValueError(f"response type must be one of {RESPONSE_TYPES}")
+        with self.lock:
+            self.engine.forced_response = forced
+
+    # balances ----------------------------------------------------------------------------------
+    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """{asset: (free, locked)}."""
+        with self.lock:
+            return self.engine.accounts.snapshot()
+
+    def balance(self, asset: str) -> Decimal:
+        """Total (free + locked) of `asset`."""
+        free, locked = self.balances().get(asset, (Decimal(0), Decimal(0)))
+        return free + locked
+
+    def set_balance(self, asset: str, free: float | str | Decimal) -> None:
+        """Set the free balance of `asset` (locked amounts are kept)."""
+        with self.lock:
+            self.engine.set_free(asset, free)
+
+    # orders and trades -------------------------------------------------------------------------
+    def orders(self) -> list[VenueOrder]:
+        """Every order accepted so far, oldest first (copies)."""
+        with self.lock:
+            return [replace(o, trades=list(o.trades)) for o in self.engine.orders]
+
+    def orders_for(self, client_order_id: str) -> list[VenueOrder]:
+        """The orders accepted under `client_order_id`, oldest first (copies)."""
+        return [o for o in self.orders() if o.client_order_id == client_order_id]
+
+    def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
+        """The open orders (on `symbol`), oldest first (copies)."""
+        with self.lock:
+            market_id = None if symbol is None else self.engine.spec(symbol).market_id
+        return [o for o in self.orders() if o.is_open and market_id in (None, o.market_id)]
+
+    def trades(self, symbol: str | None = None) -> list[VenueTrade]:
+        """Every fill (on `symbol`), oldest first."""
+        with self.lock:
+            market_id = None if symbol is None else self.engine.spec(symbol).market_id
+            return [replace(t) for t in self.engine.trades if market_id in (None, t.market_id)]
+
+    # faults and counters -----------------------------------------------------------------------
+    def fail_next(self, path: str, fault: VenueFault, count: int = 1) -> None:
+        """The next `count` requests to `path` ("/api/v3/order", "POST /api/v3/order", "*")
+        meet `fault`."""
+        self.faults.fail_next(path, fault, count)
+
+    def set_fault(self, path: str, fault: VenueFault | None) -> None:
+        """Every request to `path` meets `fault` until cleared with None."""
+        self.faults.set_fault(path, fault)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def count(self, path: str) -> None:
+        with self.lock:
+            self._counts[path] += 1
+
+    def request_count(self, path: str | None = None) -> int:
+        """Requests received for `path` (every path if None), faulted ones included."""
+        with self.lock:
+            return sum(n for p, n in self._counts.items() if path in (None, p))
+
+    def pause(self, seconds: float) -> bool:
+        """Sleep `seconds` unless the venue stops first; True if it is stopping."""
+        return self._stopping.wait(seconds) if seconds > 0 else self._stopping.is_set()
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._server is not None else "stopped"
+        return f"Venue({where}, markets={sorted(self.engine.markets)})"
