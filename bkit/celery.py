@@ -18,7 +18,6 @@ from bkit.clock import clock_from_settings
 from bkit.settings import Settings, get_settings
 
 log = logging.getLogger("bkit.celery")
-RECONCILE_SECONDS = 300.0
 QUEUES = ("ticks", "orders", "maint")
 
 
@@ -75,8 +74,8 @@ def make_app(settings: Settings | None = None) -> Celery:
                              "schedule": timedelta(seconds=settings.relay_seconds),
                              "options": {"expires": settings.relay_seconds}},
             "reconcile-orders": {"task": "bkit.orders.reconcile",
-                                 "schedule": timedelta(seconds=RECONCILE_SECONDS),
-                                 "options": {"expires": RECONCILE_SECONDS}},
+                                 "schedule": timedelta(seconds=settings.reconcile_seconds),
+                                 "options": {"expires": settings.reconcile_seconds}},
         },
         beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
     )

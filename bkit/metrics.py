@@ -49,8 +49,8 @@ log = logging.getLogger("bkit.metrics")
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_PORT = 9808
 KEY_LABELS = ("strategy", "exchange", "symbol")
-ORDER_INTENT_STATUSES = ("pending", "sending", "acked", "filled", "rejected", "unknown",
-                         "abandoned")
+ORDER_INTENT_STATUSES = ("pending", "unknown", "open", "filled", "canceled", "expired",
+                         "rejected", "stuck")
 OPEN_POSITION_STATES = ("opening", "opened", "closing")
 
 
@@ -92,6 +92,12 @@ class _Snapshot:
                 select(col(OrderIntent.status), func.count())
                 .group_by(col(OrderIntent.status)))}
             self.halted = is_halted(session)
+            self.stuck = int(session.execute(
+                select(func.count()).select_from(SignalRecord)
+                .where(state == "closing", col(SignalRecord.stuck).is_(True))).scalar() or 0)
+            from bkit.reconcile import last_differences
+
+            self.reconcile_differences = last_differences(session)
 
 
 def _as_utc(moment: Any) -> datetime | None:
@@ -192,7 +198,14 @@ class BkitCollector(Collector):
                                     labels=["status"])
         for name in sorted(set(ORDER_INTENT_STATUSES) | set(snap.intents)):
             intents.add_metric([name], int(snap.intents.get(name, 0)))
-        yield from (halted, live, intents)
+        stuck = GaugeMetricFamily("bkit_positions_stuck", "Positions whose exit the venue "
+                                  "keeps refusing (an operator must `bkit resolve` them)")
+        stuck.add_metric([], snap.stuck)
+        differences = GaugeMetricFamily("bkit_reconcile_differences", "Differences between "
+                                        "bkit and the account at the last reconciliation")
+        if snap.reconcile_differences is not None:
+            differences.add_metric([], snap.reconcile_differences)
+        yield from (halted, live, intents, stuck, differences)
 
 
 def make_registry(engine_factory: Callable[[], Engine] = get_engine) -> CollectorRegistry:

@@ -1,10 +1,21 @@
-"""Sending order intents (the outbox) through a broker, exactly once per intent.
+"""Sending order intents (the outbox) and resolving them from the venue's evidence (SPEC §8).
 
 `submit_intent` is what the `orders` queue's task runs. It claims the intent with a short
-send-lease (two copies never send at once), looks the order up by its client order id before
-any re-send, and records the outcome in one transaction with the signal's transition:
-confirmed → opened/closed; definitive rejection → rollback (entry) or retry (exit);
-ambiguous → `unknown`, retried with backoff and jitter, never "rejected" without evidence.
+send-lease (two copies never act at once) and does one step of the order's lifecycle
+(`bkit.core.orders`):
+
+- `pending` (nothing on the venue): size it (an exit sells `min(position, free balance)`
+  floored to the step), mark it `unknown` *before* sending (a crash after the send is then
+  resolved by looking, never by a blind re-send), send it;
+- `unknown` (sent; answer lost, ambiguous or without a status): look it up by client order
+  id, then in the open orders and the order's trades; re-send only after the settle window
+  (`CC_ORDER_SETTLE_SECONDS`) showed no order and no trade twice;
+- `open` (resting): poll it; polls never use up retry attempts.
+
+A final order (filled, or canceled/expired with or without fills) is recorded with the
+signal's transition in one transaction under the key lock. Only the *create* call's
+definitive refusal counts as a rejection; errors of lookups, cancels and balance reads are
+"could not look", never a rollback.
 """
 
 from __future__ import annotations
@@ -19,25 +30,49 @@ from typing import Any
 from sqlalchemy import Engine, or_, select, update
 
 from bkit import events
-from bkit.broker.base import OrderBroker, PlacedOrder
+from bkit.broker.base import OrderBroker
 from bkit.clock import Clock
 from bkit.core.candles import floor_to_minute
 from bkit.core.config import Config
 from bkit.core.machine import KeyContext, TickOutcome
-from bkit.core.order_outcomes import confirm_close, confirm_open, reject_close, reject_open
+from bkit.core.order_outcomes import (
+    OrderFill,
+    confirm_open,
+    record_exit_fill,
+    refuse_close,
+    reject_open,
+)
+from bkit.core.orders import (
+    FINAL_STATUSES,
+    SettleState,
+    VenueOrder,
+    base_fee,
+    base_of,
+    can_move,
+    exit_size,
+    fees_of_fills,
+    look_delay,
+    quote_fees,
+    quote_of,
+    remainder_is_dust,
+    settle_verdict,
+)
 from bkit.core.registry import REGISTRY, get_config
 from bkit.core.results import Notice
 from bkit.exchange.errors import DefinitiveExchangeError, ExchangeError, TransientExchangeError
 from bkit.faults import crash_point
 from bkit.store import signal_rows
 from bkit.store.engine import session_scope
-from bkit.store.event_log import event_as_dict
+from bkit.store.event_log import event_as_dict, notice_event
 from bkit.store.keys import is_halted
 from bkit.store.outcomes import store_outcome
 from bkit.store.tables import OrderIntent, StrategySymbol
 
 log = logging.getLogger("bkit.orders")
-RETRYABLE = ("pending", "sending", "unknown", "acked")
+#: Intent statuses the worker still acts on; `sending` / `acked` are older names of
+#: `unknown` / `open` (databases of schema 3).
+RETRYABLE = ("pending", "unknown", "open", "sending", "acked")
+_LEGACY = {"sending": "unknown", "acked": "open"}
 
 
 @dataclass
@@ -48,11 +83,13 @@ class OrdersEnv:
     enqueue: Callable[[int, float], None]  # (intent id, countdown seconds)
     config: Callable[[], Config] = get_config
     send_lease_seconds: float = 45.0
-    #: A resting entry (limit) not filled after this long (wall s) is cancelled and rolled
-    #: back, keeping any partial fill.
+    #: A resting entry (limit) not filled after this long (wall s) is cancelled; what filled
+    #: of it stays the position, an entry with nothing filled is rolled back.
     entry_timeout_seconds: float = 7200.0
     backoff_ceiling_seconds: float = 60.0
     rate_limit_backoff_seconds: float = 30.0
+    #: How often a resting order is polled (wall s).
+    poll_seconds: float = 5.0
 
     @property
     def origin(self) -> str:
@@ -73,6 +110,7 @@ def backoff_seconds(attempt: int, *, rate_limited: bool = False,
 
 
 def _claim(env: OrdersEnv, intent_id: int) -> OrderIntent | None:
+    """Take the send-lease of an intent the worker still has to act on (one holder)."""
     now = datetime.now(UTC)
     with session_scope(env.engine) as session:
         return session.execute(
@@ -80,15 +118,16 @@ def _claim(env: OrdersEnv, intent_id: int) -> OrderIntent | None:
             .where(OrderIntent.id == intent_id, OrderIntent.status.in_(RETRYABLE),  # type: ignore
                    or_(OrderIntent.sending_until.is_(None),  # type: ignore[union-attr]
                        OrderIntent.sending_until < now))  # type: ignore[operator]
-            .values(status="sending", attempts=OrderIntent.attempts + 1,
-                    sending_until=now + timedelta(seconds=env.send_lease_seconds),
+            .values(sending_until=now + timedelta(seconds=env.send_lease_seconds),
                     updated_at=now)
             .returning(OrderIntent).execution_options(synchronize_session=False)
         ).scalars().first()
 
 
 def _release(env: OrdersEnv, intent: OrderIntent, status: str, *, delay: float | None = None,
-             error: str | None = None, **values: Any) -> None:
+             error: str | None = None, enqueue: bool = True, **values: Any) -> None:
+    """Write the intent's new status and evidence, give the lease back, and (with a delay)
+    schedule its next step."""
     now = datetime.now(UTC)
     with session_scope(env.engine) as session:
         session.execute(update(OrderIntent).where(OrderIntent.id == intent.id).values(
@@ -96,138 +135,280 @@ def _release(env: OrdersEnv, intent: OrderIntent, status: str, *, delay: float |
             next_attempt_at=None if delay is None else now + timedelta(seconds=delay),
             last_error=error if error is not None else intent.last_error, **values)
             .execution_options(synchronize_session=False))
+    if enqueue and delay is not None and intent.id is not None:
+        env.enqueue(intent.id, delay)
 
 
 def submit_intent(env: OrdersEnv, intent_id: int) -> str:
-    """Send (or resolve) one intent. Returns what happened, for logs and tests."""
-    previous_status = _status(env, intent_id)
+    """Do the next step of one intent. Returns what happened, for logs and tests."""
     intent = _claim(env, intent_id)
     if intent is None:
         return "skipped"
-    with session_scope(env.engine) as session:
-        halted = is_halted(session)
-    if halted and intent.kind == "open" and previous_status != "acked" and intent.attempts == 1:
-        _release(env, intent, "pending", delay=30, attempts=0)
-        return "halted"  # the kill switch holds new entries in the outbox; exits still go
+    status = _LEGACY.get(intent.status, intent.status)
     broker = env.brokers(intent.exchange_name)
     if broker is None:
-        _release(env, intent, "unknown", delay=60,
+        _release(env, intent, status, delay=60,
                  error=f"no broker configured for exchange {intent.exchange_name!r}")
         return "no_broker"
-    try:
-        placed = None
-        if intent.attempts > 1 or previous_status == "acked":
-            placed = broker.lookup(intent.symbol, intent.client_order_id)  # before any re-send
-            if placed is None and previous_status == "acked":
-                raise TransientExchangeError("acknowledged order not visible yet")
-            if placed is not None and placed.status in ("open", "partial") and \
-                    _entry_expired(env, intent):
-                placed = broker.cancel(intent.symbol, intent.client_order_id) or placed
-                if placed.status in ("open", "partial"):
-                    raise TransientExchangeError("resting entry not cancelled yet")
-                if placed.filled_amount <= 0:
-                    return _rejected(env, intent, f"entry order {intent.client_order_id} "
-                                     "rested unfilled past the entry timeout; cancelled")
-        if placed is None:
-            crash_point("submit.before_send")
-            placed = broker.place(intent.symbol, intent.side, _amount(intent), intent.price,
-                                  intent.client_order_id, kind=intent.kind)
-            crash_point("submit.after_send")
-    except DefinitiveExchangeError as exc:
-        if exc.kind == "duplicate_order":  # an earlier attempt landed: adopt it
-            return _after_duplicate(env, intent, broker)
-        return _rejected(env, intent, str(exc))
-    except ExchangeError as exc:  # transient, or anything else we cannot be sure about
-        return _ambiguous(env, intent, exc)
-    return _record(env, intent, placed)
+    if status == "pending":
+        return _send(env, intent, broker)
+    return _look(env, intent, broker, status)
 
 
-def _entry_expired(env: OrdersEnv, intent: OrderIntent) -> bool:
-    if intent.kind != "open" or intent.created_at is None:
-        return False
-    age = (datetime.now(UTC) - intent.created_at).total_seconds()
-    return age > env.entry_timeout_seconds
-
-
-def _status(env: OrdersEnv, intent_id: int) -> str | None:
+# --- sending --------------------------------------------------------------------------------
+def _send(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
+    if intent.kind == "open":
+        with session_scope(env.engine) as session:
+            halted = is_halted(session)
+        if halted:
+            _release(env, intent, "pending", delay=30)
+            return "halted"  # the kill switch holds new entries in the outbox; exits still go
+        amount = intent.amount if intent.amount is not None else intent.cost / intent.price
+    else:
+        sized = _size_exit(env, intent, broker)
+        if isinstance(sized, str):
+            return sized
+        amount = sized
+    # From here the order may exist on the venue: never "pending" again without evidence.
+    now = datetime.now(UTC)
     with session_scope(env.engine) as session:
-        return session.execute(select(OrderIntent.status).where(
-            OrderIntent.id == intent_id)).scalar()
-
-
-def _amount(intent: OrderIntent) -> float:
-    if intent.amount is not None:
-        return intent.amount
-    return intent.cost / intent.price
-
-
-def _after_duplicate(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
+        session.execute(update(OrderIntent).where(OrderIntent.id == intent.id).values(
+            status="unknown", amount=amount, attempts=OrderIntent.attempts + 1,
+            unknown_since=now, not_found_looks=0, updated_at=now)
+            .execution_options(synchronize_session=False))
+    intent.amount, intent.attempts, intent.unknown_since = amount, intent.attempts + 1, now
+    intent.not_found_looks = 0
     try:
-        placed = broker.lookup(intent.symbol, intent.client_order_id)
+        crash_point("submit.before_send")
+        answer = broker.place(intent.symbol, intent.side, amount, intent.price,
+                              intent.client_order_id, kind=intent.kind)
+        crash_point("submit.after_send")
+    except DefinitiveExchangeError as exc:
+        if exc.kind == "duplicate_order":  # an order with this id is open: look at it
+            _release(env, intent, "unknown", delay=1, error=str(exc))
+            return "unknown"
+        return _refused(env, intent, str(exc))
+    except ExchangeError as exc:  # transient, or anything we cannot be sure about
+        return _cannot_tell(env, intent, "unknown", exc, counts_as_look=False)
+    return _evidence(env, intent, broker, "unknown", answer)
+
+
+def _size_exit(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> float | str:
+    """The exit's amount: `min(position, free balance)` floored to the step (SPEC §8).
+    A string is what happened instead (nothing sellable: a refusal; no answer: retry)."""
+    with session_scope(env.engine) as session:
+        record = signal_rows.find_signal(session, intent.key_id, intent.signal_id)
+        held = None if record is None else record.amount
+        position = None if record is None else record.position
+    if held is None:  # a row from before the lifecycle: what the entry filled
+        with session_scope(env.engine) as session:
+            held = session.execute(select(OrderIntent.filled_amount).where(
+                OrderIntent.key_id == intent.key_id, OrderIntent.signal_id == intent.signal_id,
+                OrderIntent.kind == "open", OrderIntent.status == "filled")).scalar()
+    if not held:
+        return _refused(env, intent, "no position amount is known for this signal")
+    try:
+        rules = broker.rules(intent.symbol)
+        free = broker.free_balance(rules.base) if position == "long" else float("inf")
+    except ExchangeError as exc:  # a balance read that failed proves nothing
+        return _cannot_tell(env, intent, "pending", exc, counts_as_look=False)
+    size = exit_size(held, free, intent.price, rules)
+    if size.problem is not None:
+        return _refused(env, intent, f"nothing sellable sent: {size.problem}")
+    return size.amount
+
+
+# --- looking --------------------------------------------------------------------------------
+def _look(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, status: str) -> str:
+    try:
+        order = broker.lookup(intent.symbol, intent.client_order_id)
     except ExchangeError as exc:
-        return _ambiguous(env, intent, exc)
-    if placed is None:
-        return _ambiguous(env, intent, TransientExchangeError("duplicate id but no order found"))
-    return _record(env, intent, placed)
+        return _cannot_tell(env, intent, status, exc)
+    if order is not None:
+        return _evidence(env, intent, broker, status, order)
+    if status == "open" or intent.exchange_order_id:
+        # The venue accepted it (we saw it, or it gave its id): a "not found" is lag.
+        _release(env, intent, status, delay=env.poll_seconds, polls=intent.polls + 1)
+        return status
+    try:
+        listed = [o for o in broker.open_orders(intent.symbol)
+                  if o.client_order_id == intent.client_order_id]
+    except ExchangeError as exc:
+        return _cannot_tell(env, intent, status, exc)
+    if listed:
+        return _evidence(env, intent, broker, status, listed[0])
+    looks = intent.not_found_looks + 1
+    since = intent.unknown_since or intent.created_at or datetime.now(UTC)
+    state = SettleState((datetime.now(UTC) - since).total_seconds(), looks, intent.failed_looks)
+    settle = env.config().CC_ORDER_SETTLE_SECONDS
+    if settle_verdict(state, settle) == "resend":
+        log.info("intent %s: no order, open order or trade under %s for %.0f s: sending it",
+                 intent.id, intent.client_order_id, state.seconds_unknown)
+        _release(env, intent, "pending", delay=0, resends=intent.resends + 1,
+                 not_found_looks=looks, unknown_since=None)
+        return "resend"
+    _release(env, intent, "unknown", delay=look_delay(settle, looks), not_found_looks=looks)
+    return "settling"
 
 
-def _max_attempts(env: OrdersEnv, intent: OrderIntent) -> int:
-    config = env.config()
-    return (config.CC_ORDER_OPEN_RETRY_ATTEMPTS if intent.kind == "open"
-            else config.CC_ORDER_CLOSE_RETRY_ATTEMPTS)
-
-
-def _ambiguous(env: OrdersEnv, intent: OrderIntent, exc: ExchangeError) -> str:
-    """Outcome unknown: keep the intent `unknown` and retry (lookup first) with backoff."""
-    assert intent.id is not None
+def _cannot_tell(env: OrdersEnv, intent: OrderIntent, status: str, exc: ExchangeError, *,
+                 counts_as_look: bool = True) -> str:
+    """No answer (network, time-out, 5xx, 429, or an error from a lookup): the outcome stays
+    what it was. After CC_ORDER_*_RETRY_ATTEMPTS such looks an `exit` event asks an operator
+    to look; the worker keeps looking with backoff. Never a rejection, never a re-send."""
     message = f"{type(exc).__name__}: {exc}"
-    # The first attempt plus CC_ORDER_*_RETRY_ATTEMPTS retries, then give up with evidence.
-    if intent.attempts > _max_attempts(env, intent):
-        return _give_up(env, intent, message)
+    failed = intent.failed_looks + 1
+    config = env.config()
+    limit = (config.CC_ORDER_OPEN_RETRY_ATTEMPTS if intent.kind == "open"
+             else config.CC_ORDER_CLOSE_RETRY_ATTEMPTS)
+    alerted = intent.alerted
+    if failed >= limit and not alerted and status != "pending":
+        alerted = True
+        _notice(env, intent, Notice(
+            "exit", f"{intent.kind} order {intent.client_order_id} on {intent.exchange_name} "
+            f"{intent.symbol}: outcome unknown after {failed} looks without an answer; still "
+            f"looking — check the account: {message}",
+            {"intent_id": intent.id, "signal_id": intent.signal_id, "stage": "order_unknown"}))
     rate_limited = isinstance(exc, TransientExchangeError) and exc.rate_limited
-    retry_after = getattr(exc, "retry_after_s", None)
-    delay = backoff_seconds(intent.attempts, rate_limited=rate_limited, retry_after=retry_after,
+    delay = backoff_seconds(failed, rate_limited=rate_limited,
+                            retry_after=getattr(exc, "retry_after_s", None),
                             ceiling_s=env.backoff_ceiling_seconds,
                             rate_limit_s=env.rate_limit_backoff_seconds)
-    _release(env, intent, "unknown", delay=delay, error=message)
-    env.enqueue(intent.id, delay)
-    return "unknown"
+    _release(env, intent, status, delay=delay, error=message,
+             failed_looks=failed if counts_as_look else intent.failed_looks, alerted=alerted)
+    return "unknown" if status != "pending" else "retry"
 
 
-def _give_up(env: OrdersEnv, intent: OrderIntent, message: str) -> str:
-    broker = env.brokers(intent.exchange_name)
+# --- evidence -------------------------------------------------------------------------------
+def _evidence(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, status: str,
+              order: VenueOrder) -> str:
+    state = order.state
+    ids: dict[str, Any] = {}
+    if order.exchange_order_id:
+        ids["exchange_order_id"] = order.exchange_order_id
+        intent.exchange_order_id = order.exchange_order_id
+    if state == "unknown":  # an answer without a status (ACK): accepted, outcome unknown
+        _release(env, intent, "unknown", delay=min(2.0, env.poll_seconds), **ids)
+        return "unknown"
+    if not can_move(status, state):
+        log.warning("intent %s: ignoring stale evidence %s after %s", intent.id, state, status)
+        _release(env, intent, status, delay=env.poll_seconds, **ids)
+        return status
+    if state == "open":
+        _maybe_cancel_resting_entry(env, intent, broker)
+        _release(env, intent, "open", delay=env.poll_seconds, polls=intent.polls + 1,
+                 filled_amount=order.filled_amount, fill_price=order.average, **ids)
+        return "open"
     try:
-        placed = broker.lookup(intent.symbol, intent.client_order_id) if broker else None
-    except ExchangeError:
-        placed = None
-        _release(env, intent, "unknown", delay=60, error=message)
-        return "unknown"  # cannot even look: never claim "rejected" without evidence
-    if placed is not None:
-        return _record(env, intent, placed)
-    outcome = _transition(env, intent, "abandon", message)
-    return "abandoned" if outcome else "stale"
+        fill = _fill_of(intent, broker, order)
+    except ExchangeError as exc:  # fees unknown yet: look again, change nothing
+        return _cannot_tell(env, intent, status, exc)
+    return _finish(env, intent, broker, order, fill)
 
 
-def _rejected(env: OrdersEnv, intent: OrderIntent, message: str) -> str:
-    return "rejected" if _transition(env, intent, "reject", message) else "stale"
+def _maybe_cancel_resting_entry(env: OrdersEnv, intent: OrderIntent,
+                                broker: OrderBroker) -> None:
+    if intent.kind != "open" or intent.created_at is None:
+        return
+    if (datetime.now(UTC) - intent.created_at).total_seconds() <= env.entry_timeout_seconds:
+        return
+    try:  # the next poll reads its final state; a cancel error never rolls anything back
+        broker.cancel(intent.symbol, intent.client_order_id)
+    except ExchangeError as exc:
+        log.warning("intent %s: cancel of the resting entry failed: %s", intent.id, exc)
 
 
-def _record(env: OrdersEnv, intent: OrderIntent, placed: PlacedOrder) -> str:
-    assert intent.id is not None
-    if placed.status in ("open", "partial"):
-        _release(env, intent, "acked", delay=5, exchange_order_id=placed.exchange_order_id,
-                 filled_amount=placed.filled_amount, fill_price=placed.average_price)
-        env.enqueue(intent.id, 5)  # poll until filled; partial fills are recorded meanwhile
-        return "acked"
-    if placed.status in ("canceled", "rejected") and placed.filled_amount <= 0:
-        return _rejected(env, intent, f"order {placed.exchange_order_id} {placed.status} "
-                                      "with nothing filled")
-    return "filled" if _transition(env, intent, "fill", "", placed) else "stale"
+def _fill_of(intent: OrderIntent, broker: OrderBroker, order: VenueOrder) -> OrderFill:
+    """What the final order filled and the fees it paid, from its own answer or its trades."""
+    filled = order.filled_amount
+    if filled <= 0:
+        return OrderFill(0.0, 0.0)
+    fees = order.fees
+    cost = order.filled_cost
+    if not fees and order.exchange_order_id:
+        trades = broker.fills(intent.symbol, order.exchange_order_id)
+        fees = fees_of_fills(trades)
+        if cost <= 0 and trades:
+            cost = sum(t.amount * t.price for t in trades)
+    base, quote = base_of(intent.symbol), quote_of(intent.symbol)
+    price = cost / filled if filled > 0 and cost > 0 else (order.average or intent.price)
+    if cost <= 0:
+        cost = filled * price
+    return OrderFill(filled, cost, fees_quote=quote_fees(fees, base, quote, price),
+                     fees_paid_quote=quote_fees([f for f in fees if f.currency == quote],
+                                                base, quote, price),
+                     base_fee=base_fee(fees, base))
 
 
-def _transition(env: OrdersEnv, intent: OrderIntent, what: str, message: str,
-                placed: PlacedOrder | None = None) -> bool:
-    """Record the intent's outcome and the signal's transition in one transaction."""
+def _fees_json(order: VenueOrder) -> list[dict[str, Any]]:
+    return [{"cost": f.cost, "currency": f.currency} for f in order.fees]
+
+
+def _finish(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, order: VenueOrder,
+            fill: OrderFill) -> str:
+    """Record a final order and the signal's transition in one transaction."""
+    state = order.state
+    dust_rule = None
+    if intent.kind == "close":
+        try:
+            dust_rule = broker.rules(intent.symbol)
+        except ExchangeError as exc:
+            return _cannot_tell(env, intent, _LEGACY.get(intent.status, intent.status), exc)
+    values = {"status": state, "filled_amount": fill.filled, "fill_price": fill.average,
+              "filled_cost": fill.cost, "base_fee": fill.base_fee, "fees_quote": fill.fees_quote,
+              "fees_paid_quote": fill.fees_paid_quote, "fees": _fees_json(order) or None,
+              "exchange_order_id": order.exchange_order_id or intent.exchange_order_id}
+
+    def step(ctx: KeyContext, row: Any, config: Config, when: datetime,
+             finished: bool) -> TickOutcome:
+        if intent.kind == "open":
+            if fill.filled > 0:
+                return confirm_open(ctx, row, fill, when)
+            return reject_open(ctx, row, when, f"entry order {intent.client_order_id} ended "
+                               f"{state} with nothing filled")
+        assert dust_rule is not None
+        remaining = (row.amount or 0.0) - fill.filled
+        price = fill.average or intent.price
+        return record_exit_fill(ctx, row, fill, when, config,
+                                remainder_is_dust=remainder_is_dust(remaining, price, dust_rule),
+                                finished=finished)
+
+    done = _transition(env, intent, values, step)
+    return state if done else "stale"
+
+
+def _refused(env: OrdersEnv, intent: OrderIntent, message: str) -> str:
+    """The venue refused the create call (or nothing sellable could be sent): nothing exists
+    on the venue under this id. An entry is rolled back; an exit is retried (same id, safe:
+    no order exists) with backoff until it is `stuck`."""
+    if intent.kind == "open":
+        done = _transition(env, intent, {"status": "rejected", "last_error": message},
+                           lambda ctx, row, config, when, _f: reject_open(ctx, row, when,
+                                                                          message))
+        return "rejected" if done else "stale"
+    refusals = intent.refusals + 1
+    config = env.config()
+    stuck = refusals >= config.CC_ORDER_CLOSE_RETRY_ATTEMPTS
+    delay = backoff_seconds(refusals, ceiling_s=env.backoff_ceiling_seconds)
+    values: dict[str, Any] = {"status": "stuck" if stuck else "pending", "refusals": refusals,
+                              "last_error": message, "unknown_since": None,
+                              "next_attempt_at": None if stuck else
+                              datetime.now(UTC) + timedelta(seconds=delay)}
+    done = _transition(env, intent, values,
+                       lambda ctx, row, cfg, when, _f: refuse_close(ctx, row, when, message, cfg))
+    if done and not stuck and intent.id is not None:
+        env.enqueue(intent.id, delay)
+    return ("stuck" if stuck else "refused") if done else "stale"
+
+
+Step = Callable[[KeyContext, Any, Config, datetime, bool], TickOutcome]
+
+
+def _transition(env: OrdersEnv, intent: OrderIntent, values: dict[str, Any], step: Step
+                ) -> bool:
+    """Write the intent's evidence and the signal's transition in one transaction under the
+    key lock, then enqueue any new intent (an exit for a remainder). False: the signal was
+    no longer waiting for this order (the evidence is kept on the intent only)."""
     now = datetime.now(UTC)
     when = floor_to_minute(env.clock.now())
     config = env.config()
@@ -238,48 +419,52 @@ def _transition(env: OrdersEnv, intent: OrderIntent, what: str, message: str,
         record = signal_rows.find_signal(session, intent.key_id, intent.signal_id)
         stored = session.get(OrderIntent, intent.id, populate_existing=True)
         assert stored is not None
-        if what == "fill":
-            assert placed is not None
-            stored.status, stored.filled_amount = "filled", placed.filled_amount
-            stored.fill_price, stored.exchange_order_id = placed.average_price, \
-                placed.exchange_order_id
-        else:
-            stored.status = "rejected" if what == "reject" else "abandoned"
-            stored.last_error = message
+        for name, value in values.items():
+            setattr(stored, name, value)
         stored.sending_until, stored.updated_at = None, now
         row = None if record is None else signal_rows.to_core(record)
         expected = "opening" if intent.kind == "open" else "closing"
-        if row is None or row.state != expected or not row.order_in_flight:
-            log.warning("intent %s: signal %s is not %s in flight; outcome %s recorded only",
-                        intent.id, intent.signal_id, expected, what)
+        if row is None or row.state != expected:
+            log.warning("intent %s: signal %s is not %s; evidence %s recorded on the intent "
+                        "only", intent.id, intent.signal_id, expected, values.get("status"))
             return False
         ctx = KeyContext(key.symbol, key.strategy_name, key.exchange_name)
-        outcome = _machine_step(ctx, row, intent, what, message, placed, when, config,
-                                finished=key.status == "draining")
-        added, _ = store_outcome(session, key, record, outcome, when, now, env.origin)
+        outcome = step(ctx, _with_order(row, stored), config, when, key.status == "draining")
+        added, intent_ids = store_outcome(session, key, record, outcome, when, now, env.origin)
         dispatched = [event_as_dict(r) for r in added]
     events.dispatch(dispatched)
+    for new_id in intent_ids:
+        env.enqueue(new_id, 0)
     _callbacks(key.strategy_name, outcome, ctx, when)
     return True
 
 
-def _machine_step(ctx: KeyContext, row: Any, intent: OrderIntent, what: str, message: str,
-                  placed: PlacedOrder | None, when: datetime, config: Config, *,
-                  finished: bool) -> TickOutcome:
-    if what == "fill":
-        assert placed is not None
-        if intent.kind == "open":
-            return confirm_open(ctx, row, placed.average_price, when)
-        return confirm_close(ctx, row, placed.average_price, when, config, finished=finished)
-    if intent.kind == "open":
-        outcome = reject_open(ctx, row, when, message)
-        if what == "abandon":
-            outcome.notices.append(Notice(
-                "exit", f"entry order {intent.client_order_id} given up after "
-                f"{intent.attempts} attempts with no order on the exchange: {message}",
-                {"signal_id": row.id, "intent_id": intent.id}))
-        return outcome
-    return reject_close(ctx, row, when, message, config)
+def order_summary(intent: OrderIntent) -> dict[str, Any]:
+    """An order as the public signal shows it (SPEC §8 "Visible to an operator")."""
+    return {"client_order_id": intent.client_order_id, "side": intent.side,
+            "kind": intent.kind, "amount": intent.amount, "filled": intent.filled_amount,
+            "average_price": intent.fill_price, "fees": intent.fees, "status": intent.status,
+            "exchange_order_id": intent.exchange_order_id}
+
+
+def _with_order(row: Any, intent: OrderIntent) -> Any:
+    orders = [o for o in row.extra.get("orders", [])
+              if o.get("client_order_id") != intent.client_order_id]
+    orders.append(order_summary(intent))
+    return row.evolve(extra={**row.extra, "orders": orders})
+
+
+def _notice(env: OrdersEnv, intent: OrderIntent, notice: Notice) -> None:
+    with session_scope(env.engine) as session:
+        key = session.get(StrategySymbol, intent.key_id)
+        record = notice_event(intent.key_id, notice, symbol=intent.symbol,
+                              strategy_name=key.strategy_name if key else None,
+                              exchange_name=intent.exchange_name,
+                              when=floor_to_minute(env.clock.now()), origin=env.origin)
+        session.add(record)
+        session.flush()
+        dispatched = event_as_dict(record)
+    events.dispatch([dispatched])
 
 
 def _callbacks(strategy_name: str, outcome: TickOutcome, ctx: KeyContext,
@@ -293,7 +478,7 @@ def _callbacks(strategy_name: str, outcome: TickOutcome, ctx: KeyContext,
 
 
 def due_intents(engine: Engine, limit: int = 200) -> list[int]:
-    """Intents the relay must (re-)enqueue: not terminal, due, and not being sent. Their next
+    """Intents the relay must (re-)enqueue: not final, due, and not leased. Their next
     attempt is pushed back so the relay does not flood the queue with copies."""
     now = datetime.now(UTC)
     with session_scope(engine) as session:
@@ -312,26 +497,5 @@ def due_intents(engine: Engine, limit: int = 200) -> list[int]:
         return [i.id for i in intents if i.id is not None]
 
 
-def orphan_orders(env: OrdersEnv, prefix: str = "bk") -> list[dict[str, Any]]:
-    """Open orders on the exchanges that carry our client-id prefix but that no intent
-    explains (reconciliation). Each one is reported as an `exit` event."""
-    with session_scope(env.engine) as session:
-        pairs = set(session.execute(select(OrderIntent.exchange_name, OrderIntent.symbol)
-                                    .distinct()).all())
-        known = set(session.execute(select(OrderIntent.client_order_id)).scalars())
-    orphans = []
-    for exchange_name, symbol in sorted(pairs):
-        broker = env.brokers(exchange_name)
-        if broker is None:
-            continue
-        try:
-            open_orders = broker.open_orders(symbol)
-        except ExchangeError as exc:
-            log.warning("reconcile %s %s: %s", exchange_name, symbol, exc)
-            continue
-        for order in open_orders:
-            if order.client_order_id.startswith(prefix) and order.client_order_id not in known:
-                orphans.append({"exchange_name": exchange_name, "symbol": symbol,
-                                "client_order_id": order.client_order_id,
-                                "exchange_order_id": order.exchange_order_id})
-    return orphans
+__all__ = ["FINAL_STATUSES", "RETRYABLE", "OrdersEnv", "backoff_seconds", "due_intents",
+           "order_summary", "submit_intent"]

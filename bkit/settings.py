@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     #: A resting (limit) entry not filled after this long is cancelled and rolled back.
     order_entry_timeout_seconds: float = 7200.0
     relay_seconds: float = 20.0
+    #: Reconciliation of balances and open orders with bkit's positions (wall seconds).
+    reconcile_seconds: float = Field(default=300.0, gt=0)
     #: Replay clock (demo, tests, soak): market now = start + (real now − epoch) × speed.
     replay_start: datetime | None = None
     replay_speed: float = 60.0

@@ -53,7 +53,6 @@ from bkit.store.keys import Claim, claim_statement, hand_back, is_halted, releas
 from bkit.store.outcomes import store_outcome
 from bkit.store.tables import (
     EventRecord,
-    OrderIntent,
     RiskBudget,
     RiskSlot,
     SignalRecord,
@@ -398,17 +397,13 @@ def _plan_order(session: Session, env: TickEnv, key: StrategySymbol, outcome: Ti
                 ) -> tuple[TickOutcome, float | None]:
     """Size the order of `outcome` before its intent is queued. An entry that the market's
     precision or limits refuse is dropped here with an error event: nothing is stored. An exit
-    sells what the entry bought."""
+    is sized by the orders worker when it sends it: `min(position, free balance)` floored to
+    the step, read from the venue then, not now."""
     order = outcome.order
-    if order is None:
+    if order is None or order.kind == "close":
         return outcome, None
     broker = env.brokers(key.exchange_name)
     assert broker is not None
-    if order.kind == "close":
-        filled = session.execute(select(OrderIntent.filled_amount).where(
-            OrderIntent.key_id == key.id, OrderIntent.signal_id == order.signal_id,
-            OrderIntent.kind == "open", OrderIntent.status == "filled")).scalar()
-        return outcome, filled
     plan = broker.plan_open(order.symbol, order.side, order.cost, order.price)
     if plan.problem is None:
         return outcome, plan.amount

@@ -10,7 +10,6 @@ from celery import signals
 from sqlalchemy.exc import OperationalError
 
 from bkit.celery import app
-from bkit.core.results import Notice
 from bkit.store.engine import DatabaseUnavailableError
 
 log = logging.getLogger("bkit.workers.orders")
@@ -50,28 +49,18 @@ def relay_outbox() -> int:
 
 @app.task(name="bkit.orders.reconcile", ignore_result=True)
 def reconcile() -> int:
-    """Resolve in-flight intents (lookup first) and report orders on the exchange with our
-    prefix that no intent explains."""
-    from bkit.orders import orphan_orders
+    """Resolve in-flight intents (re-enqueue them: lookup first) and compare the account's
+    balances and open orders with bkit's positions and intents (SPEC §8)."""
+    from bkit.reconcile import reconcile as run_reconcile
     from bkit.runtime import orders_env
-    from bkit.store.engine import session_scope
-    from bkit.store.event_log import notice_event
 
-    env = orders_env()
     relayed = relay_outbox()
-    orphans = orphan_orders(env)
-    if orphans:
-        from datetime import UTC, datetime
-
-        with session_scope(env.engine) as session:
-            for orphan in orphans:
-                session.add(notice_event(None, Notice(
-                    "exit", f"order {orphan['client_order_id']} on {orphan['exchange_name']} "
-                    f"{orphan['symbol']} has our prefix but no intent explains it", orphan),
-                    symbol=orphan["symbol"], strategy_name=None,
-                    exchange_name=orphan["exchange_name"], when=datetime.now(UTC),
-                    origin=env.origin))
-    return relayed + len(orphans)
+    try:
+        views = run_reconcile(orders_env())
+    except (OperationalError, DatabaseUnavailableError) as exc:
+        log.error("reconcile: database unavailable: %s", exc)
+        return relayed
+    return relayed + sum(len(v.differences) for v in views)
 
 
 @signals.worker_ready.connect

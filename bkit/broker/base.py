@@ -2,8 +2,11 @@
 
 A broker raises the exchange error classes of `bkit.exchange.errors`:
 `TransientExchangeError` (outcome unknown: look the order up before re-sending),
-`DefinitiveExchangeError` (the venue said no; kind "duplicate_order" means an earlier attempt
-landed), `OrderNotFoundError` from `lookup` is returned as None instead.
+`DefinitiveExchangeError` (the venue said no; kind "duplicate_order" means an order with that
+client id is open). `lookup` returns None when the venue says it has no such order (which,
+for a while after a send, proves nothing: see the settle window in `bkit.orders`).
+Answers are `bkit.core.orders.VenueOrder`: evidence, with `status` None when the venue gave
+none (an ACK answer).
 """
 
 from __future__ import annotations
@@ -12,22 +15,10 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from bkit.core.orders import Fill, MarketRules, VenueOrder
 
-@dataclass(frozen=True)
-class PlacedOrder:
-    """An order as the venue reports it. `status`: open | filled | partial | canceled |
-    rejected. Amounts in base units, prices in quote units."""
-
-    client_order_id: str
-    exchange_order_id: str
-    status: str
-    amount: float | None
-    filled_amount: float
-    average_price: float | None
-
-    @property
-    def is_filled(self) -> bool:
-        return self.status == "filled"
+#: The name older code and tests know the venue's answer by.
+PlacedOrder = VenueOrder
 
 
 @dataclass(frozen=True)
@@ -39,30 +30,48 @@ class OrderPlan:
 
 
 class OrderBroker(Protocol):
-    """Sends and looks up orders for one exchange."""
+    """Sends, looks up and cancels orders for one exchange; reads its balances."""
 
     def plan_open(self, symbol: str, side: str, cost: float, price: float) -> OrderPlan:
-        """The entry amount for `cost` (USD/quote) at `price`, checked against the market's
-        precision and limits before any intent is queued."""
+        """The entry amount for `cost` (quote units) at `price`, checked against the
+        market's precision and limits before any intent is queued."""
+        ...
+
+    def rules(self, symbol: str) -> MarketRules:
+        """Base/quote, step size, minimum amount and notional of `symbol`."""
         ...
 
     def place(self, symbol: str, side: str, amount: float, price: float,
-              client_order_id: str, *, kind: str = "open") -> PlacedOrder:
+              client_order_id: str, *, kind: str = "open") -> VenueOrder:
         """Send one order under `client_order_id` (never retried here). `kind` is "open"
         (an entry, which a broker may send as a limit at `price`) or "close" (always at
         market: an exit must not rest below a stop-loss)."""
         ...
 
-    def cancel(self, symbol: str, client_order_id: str) -> PlacedOrder | None:
-        """Cancel a resting order; its final state (with any partial fill), or None."""
+    def cancel(self, symbol: str, client_order_id: str) -> None:
+        """Ask the venue to cancel a resting order. Not found is not an error (it may have
+        filled); its final state is read with `lookup` afterwards."""
         ...
 
-    def lookup(self, symbol: str, client_order_id: str) -> PlacedOrder | None:
-        """The order placed under `client_order_id`, or None when the venue has none."""
+    def lookup(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        """The (newest) order placed under `client_order_id`, or None when the venue says it
+        has none."""
         ...
 
-    def open_orders(self, symbol: str) -> list[PlacedOrder]:
-        """Every open order on `symbol` (reconciliation)."""
+    def open_orders(self, symbol: str) -> list[VenueOrder]:
+        """Every open order on `symbol` (reconciliation, the settle window)."""
+        ...
+
+    def fills(self, symbol: str, exchange_order_id: str) -> list[Fill]:
+        """The trades of one order, with their fees (answers without fees need them)."""
+        ...
+
+    def free_balance(self, asset: str) -> float:
+        """What the account can spend or sell of `asset` now."""
+        ...
+
+    def balances(self) -> dict[str, tuple[float, float]]:
+        """Every asset's (free, total) in the account (reconciliation)."""
         ...
 
 

@@ -1,26 +1,59 @@
-"""Orders through a `CcxtExchange`: market orders sized from the signal's cost."""
+"""Orders through a `CcxtExchange`: market (or limit) orders, answers read as evidence.
+
+ccxt's parse of a Binance answer is taken at its word and no further: an ACK answer has no
+status (unknown, not "nothing filled"), `expired` and `canceled` may carry fills, `closed`
+may have filled less than asked. Fees come from the answer's fills or, when it has none
+(RESULT answers, lookups), from the order's trades.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Mapping
+from typing import Any
 
-from bkit.broker.base import OrderPlan, PlacedOrder, plain_amount
+from bkit.broker.base import OrderPlan, plain_amount
+from bkit.core.orders import Fee, Fill, MarketRules, VenueOrder, base_of, quote_of
 from bkit.exchange.ccxt_exchange import CcxtExchange, ExchangeOrder
 from bkit.exchange.errors import DefinitiveExchangeError, OrderNotFoundError
 
-_STATUS = {"closed": "filled", "open": "open", "canceled": "canceled", "expired": "canceled",
-           "rejected": "rejected"}
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
-def _placed(order: ExchangeOrder, client_order_id: str) -> PlacedOrder:
-    status = _STATUS.get(order.status, order.status)
-    filled = float(order.filled or 0.0)
-    if status == "open" and filled > 0:
-        status = "partial"
-    return PlacedOrder(client_order_id=order.client_order_id or client_order_id,
-                       exchange_order_id=order.order_id, status=status,
-                       amount=order.amount, filled_amount=filled,
-                       average_price=order.average or order.price)
+def _fee(raw: Any) -> Fee | None:
+    if not isinstance(raw, Mapping):
+        return None
+    cost, currency = _number(raw.get("cost")), raw.get("currency")
+    if cost is None or not currency:
+        return None
+    return Fee(cost, str(currency))
+
+
+def _fees(order: Mapping[str, Any]) -> tuple[Fee, ...]:
+    listed = [f for f in (_fee(raw) for raw in order.get("fees") or []) if f is not None]
+    if listed:
+        return tuple(listed)
+    single = _fee(order.get("fee"))
+    return () if single is None else (single,)
+
+
+def venue_order(order: ExchangeOrder, client_order_id: str) -> VenueOrder:
+    raw = order.raw
+    status = None if order.status in (None, "None") else order.status
+    return VenueOrder(client_order_id=order.client_order_id or client_order_id,
+                      exchange_order_id=order.order_id if order.order_id not in ("", "None")
+                      else None,
+                      status=status, amount=_number(order.amount),
+                      filled=_number(order.filled) if status is not None else None,
+                      average=_number(order.average) or _number(order.price),
+                      cost=_number(raw.get("cost")), fees=_fees(raw))
 
 
 class CcxtBroker:
@@ -51,8 +84,13 @@ class CcxtBroker:
                                    f"{limits.min_cost}")
         return OrderPlan(amount)
 
+    def rules(self, symbol: str) -> MarketRules:
+        limits = self.exchange.market_limits(symbol)
+        return MarketRules(base_of(symbol), quote_of(symbol), limits.amount_step,
+                           limits.min_amount, limits.min_cost)
+
     def place(self, symbol: str, side: str, amount: float, price: float,
-              client_order_id: str, *, kind: str = "open") -> PlacedOrder:
+              client_order_id: str, *, kind: str = "open") -> VenueOrder:
         quantity = self.exchange.format_quantity(symbol, amount)
         if kind == "open" and self.entry_order_type == "limit":
             order = self.exchange.create_order(symbol, "limit", side, quantity,
@@ -61,21 +99,35 @@ class CcxtBroker:
         else:
             order = self.exchange.create_order(symbol, "market", side, quantity, None,
                                                client_order_id)
-        return _placed(order, client_order_id)
+        return venue_order(order, client_order_id)
 
-    def cancel(self, symbol: str, client_order_id: str) -> PlacedOrder | None:
-        # Not found means already filled or gone: the lookup below tells which.
+    def cancel(self, symbol: str, client_order_id: str) -> None:
+        # Not found means already filled or gone: the lookup that follows tells which.
         with contextlib.suppress(OrderNotFoundError):
             self.exchange.cancel_order_by_client_id(symbol, client_order_id)
-        return self.lookup(symbol, client_order_id)
 
-    def lookup(self, symbol: str, client_order_id: str) -> PlacedOrder | None:
+    def lookup(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         try:
-            return _placed(self.exchange.fetch_order_by_client_id(symbol, client_order_id),
-                           client_order_id)
+            return venue_order(self.exchange.fetch_order_by_client_id(symbol, client_order_id),
+                               client_order_id)
         except OrderNotFoundError:
             return None
 
-    def open_orders(self, symbol: str) -> list[PlacedOrder]:
-        return [_placed(o, o.client_order_id or "") for o in
+    def open_orders(self, symbol: str) -> list[VenueOrder]:
+        return [venue_order(o, o.client_order_id or "") for o in
                 self.exchange.fetch_open_orders(symbol)]
+
+    def fills(self, symbol: str, exchange_order_id: str) -> list[Fill]:
+        out = []
+        for trade in self.exchange.fetch_order_trades(symbol, exchange_order_id):
+            amount, price = _number(trade.get("amount")), _number(trade.get("price"))
+            if amount is None or price is None:
+                continue
+            out.append(Fill(amount, price, _fee(trade.get("fee"))))
+        return out
+
+    def free_balance(self, asset: str) -> float:
+        return self.exchange.fetch_balance().get(asset, (0.0, 0.0))[0]
+
+    def balances(self) -> dict[str, tuple[float, float]]:
+        return self.exchange.fetch_balance()

@@ -1,70 +1,135 @@
-"""Simulated fills for dry runs: at the intent's price with the configured slippage, fees on
-each side, persisted in the database so a retry finds the order it already "placed"."""
+"""Simulated fills for dry runs, under the same money rules as a real venue (SPEC §8): the
+fill at the intent's price with the configured slippage, the fee taken in the base asset on
+buys and in the quote asset on sells (Binance without BNB), amounts floored to the step, and
+sells refused above what the paper account holds. Orders are persisted in the database, so
+a retry finds the order it already "placed", and so paper and live agree trade for trade."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from bkit.broker.base import OrderPlan, PlacedOrder, plain_amount
+from bkit.broker.base import OrderPlan, plain_amount
+from bkit.core.orders import Fee, Fill, MarketRules, VenueOrder, base_of, floor_to_step, quote_of
 from bkit.exchange.errors import DefinitiveExchangeError
 from bkit.store.engine import session_scope
 from bkit.store.tables import PaperOrder
 
+#: The quote balance of the paper account: not limited (a dry run sizes from `cost`).
+PAPER_QUOTE_BALANCE = math.inf
+
 
 @dataclass
 class PaperBroker:
-    """`slippage_percent` moves every fill against us; `fee_percent` of the notional is paid
-    on each fill (both in %, like CC_PERCENT_SLIPPAGE / CC_PERCENT_FEE)."""
+    """`slippage_percent` moves every fill against us; `fee_percent` of what each fill
+    delivers is the fee (both in %, like CC_PERCENT_SLIPPAGE / CC_PERCENT_FEE).
+    `amount_step`: amounts are floored to it, like a venue's LOT_SIZE. An exit may sell no
+    more than the paper account holds of the coin."""
 
     engine: Engine
     slippage_percent: float = 0.1
     fee_percent: float = 0.1
     exchange_name: str = "paper"
+    amount_step: float = 1e-8
+
+    def rules(self, symbol: str) -> MarketRules:
+        return MarketRules(base_of(symbol), quote_of(symbol), self.amount_step, None, None)
 
     def plan_open(self, symbol: str, side: str, cost: float, price: float) -> OrderPlan:
         try:
-            return OrderPlan(plain_amount(cost, price))
+            amount = floor_to_step(plain_amount(cost, price), self.amount_step)
         except ValueError as exc:
             return OrderPlan(None, str(exc))
+        if amount <= 0:
+            return OrderPlan(None, f"{symbol}: {cost} at {price} is below one step "
+                                   f"({self.amount_step})")
+        return OrderPlan(amount)
 
     def fill_price(self, side: str, price: float) -> float:
         s = self.slippage_percent / 100
         return price * (1 + s) if side == "buy" else price * (1 - s)
 
+    def _answer(self, order: PaperOrder) -> VenueOrder:
+        fee = Fee(order.fee, order.fee_currency or quote_of(order.symbol))
+        return VenueOrder(order.client_order_id, f"paper-{order.id}", "closed", order.amount,
+                          order.amount, order.fill_price, order.amount * order.fill_price,
+                          (fee,))
+
     def place(self, symbol: str, side: str, amount: float, price: float,
-              client_order_id: str, *, kind: str = "open") -> PlacedOrder:
+              client_order_id: str, *, kind: str = "open") -> VenueOrder:
+        amount = floor_to_step(amount, self.amount_step)
+        if amount <= 0:
+            raise DefinitiveExchangeError(f"{symbol}: amount below one step",
+                                          kind="invalid_order", exchange_name=self.exchange_name,
+                                          operation="create_order")
+        base, quote = base_of(symbol), quote_of(symbol)
+        if kind == "close" and side == "sell" and amount > self.free_balance(base) + 1e-12:
+            raise DefinitiveExchangeError(
+                "Account has insufficient balance for requested action.",
+                kind="insufficient_funds", exchange_name=self.exchange_name,
+                operation="create_order")
         fill = self.fill_price(side, price)
+        rate = self.fee_percent / 100
+        fee, currency = (amount * rate, base) if side == "buy" else (amount * fill * rate, quote)
         order = PaperOrder(client_order_id=client_order_id, exchange_name=self.exchange_name,
-                           symbol=symbol, side=side, amount=amount, fill_price=fill,
-                           fee=amount * fill * self.fee_percent / 100,
-                           created_at=datetime.now(UTC))
+                           symbol=symbol, side=side, amount=amount, fill_price=fill, fee=fee,
+                           fee_currency=currency, created_at=datetime.now(UTC))
         try:
             with session_scope(self.engine) as session:
                 session.add(order)
                 session.flush()
-                order_id = order.id
+                answer = self._answer(order)
         except IntegrityError:
             raise DefinitiveExchangeError(f"duplicate client order id {client_order_id}",
                                           kind="duplicate_order",
                                           exchange_name=self.exchange_name,
                                           operation="create_order") from None
-        return PlacedOrder(client_order_id, f"paper-{order_id}", "filled", amount, amount, fill)
+        return answer
 
-    def lookup(self, symbol: str, client_order_id: str) -> PlacedOrder | None:
+    def lookup(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         with session_scope(self.engine) as session:
             order = session.execute(select(PaperOrder).where(
                 PaperOrder.client_order_id == client_order_id)).scalars().first()
-            if order is None:
-                return None
-            return PlacedOrder(client_order_id, f"paper-{order.id}", "filled", order.amount,
-                               order.amount, order.fill_price)
+            return None if order is None else self._answer(order)
 
-    def open_orders(self, symbol: str) -> list[PlacedOrder]:
+    def open_orders(self, symbol: str) -> list[VenueOrder]:
         return []  # paper orders fill at once
 
-    def cancel(self, symbol: str, client_order_id: str) -> PlacedOrder | None:
-        return self.lookup(symbol, client_order_id)  # nothing rests: the fill stands
+    def cancel(self, symbol: str, client_order_id: str) -> None:
+        return None  # nothing rests: the fill stands
+
+    def fills(self, symbol: str, exchange_order_id: str) -> list[Fill]:
+        order_id = int(exchange_order_id.removeprefix("paper-"))
+        with session_scope(self.engine) as session:
+            order = session.get(PaperOrder, order_id)
+            if order is None:
+                return []
+            answer = self._answer(order)
+        return [Fill(order.amount, order.fill_price, answer.fees[0])]
+
+    def _holdings(self) -> dict[str, float]:
+        held: dict[str, float] = {}
+        with session_scope(self.engine) as session:
+            rows = session.execute(select(PaperOrder).where(
+                PaperOrder.exchange_name == self.exchange_name)).scalars().all()
+            for order in rows:
+                base = base_of(order.symbol)
+                fee_in_base = order.fee if (order.fee_currency or "") == base else 0.0
+                change = order.amount - fee_in_base if order.side == "buy" else -order.amount
+                held[base] = held.get(base, 0.0) + change
+        return held
+
+    def free_balance(self, asset: str) -> float:
+        """A coin the paper account has traded as a base: what its fills left (net of fees);
+        any other coin (the quote currencies) is unlimited."""
+        held = self._holdings()
+        return max(0.0, held[asset]) if asset in held else PAPER_QUOTE_BALANCE
+
+    def balances(self) -> dict[str, tuple[float, float]]:
+        return {asset: (max(0.0, amount), max(0.0, amount))
+                for asset, amount in self._holdings().items()}
+

@@ -30,6 +30,9 @@ class Config:
     CC_MAX_LIVE_MARKDOWN_ROWS: int = 250
     CC_ORDER_OPEN_RETRY_ATTEMPTS: int = 5
     CC_ORDER_CLOSE_RETRY_ATTEMPTS: int = 5
+    #: Seconds an order of unknown outcome is looked for (lookup, open orders, trades)
+    #: before it may be sent again (SPEC §8).
+    CC_ORDER_SETTLE_SECONDS: float = 120.0
 
     @property
     def round_trip_cost_percent(self) -> float:

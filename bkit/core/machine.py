@@ -3,8 +3,8 @@
 `advance` takes the stored state, the tick's time and VWAP and (when asked) the strategy's
 answer, and returns the new signal row, the tick result and the side effects to perform.
 It does no I/O: the runtime loads state under a row lock, calls it, and writes the outcome.
-Broker-mode confirmations (`confirm_open`, `reject_open`, `confirm_close`, `reject_close`)
-are pure too; the orders worker calls them.
+Broker-mode confirmations (`bkit.core.order_outcomes`) are pure too; the orders worker calls
+them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from bkit.core.config import Config
 from bkit.core.errors import SignalValidationError
+from bkit.core.orders import default_cost_problem
 from bkit.core.pnl import pnl_for
 from bkit.core.results import CallbackCall, Notice, OrderRequest, TickResult
 from bkit.core.signals import (
@@ -232,9 +233,13 @@ def advance(ctx: KeyContext, state: KeyState, when: datetime, price: float, conf
 
     if row is not None and row.order_in_flight:
         return tick.idle(row)  # no new decision while the exchange has not answered
+    if row is not None and row.state == "closing" and row.stuck:
+        # The venue kept refusing the exit: only an operator (`bkit resolve`) or
+        # reconciliation ends it. The position stays ours, its slot held, nothing re-sent.
+        return tick.idle(row)
     if row is not None and row.state == "closing":
-        # A rejected close: the position stays ours and the close is sent again every tick.
-        retry = row.evolve(order_in_flight=True)
+        # A close whose exit intent ended without one (legacy rows): send it again.
+        retry = row.evolve(order_in_flight=True, exit_orders=row.exit_orders + 1)
         return TickOutcome(result=tick.result("idle", retry), signal=retry,
                            order=close_order(retry))
 
@@ -355,6 +360,11 @@ def _new_signal(tick: _Tick, answer: StrategyAnswer,
         return tick.idle(signal_window=window, notices=[Notice(
             "error", str(exc), {"stage": "validation", "reasons": exc.reasons})])
 
+    if tick.uses_broker and (problem := default_cost_problem(
+            ctx.symbol, valid.cost_explicit, tick.config.CC_POSITION_ENTRY_COST)):
+        return tick.idle(signal_window=window, notices=[Notice(
+            "error", f"entry refused before sending: {problem}",
+            {"stage": "order_check", "signal_id": valid.id})])
     row = SignalRow(
         id=valid.id, symbol=ctx.symbol, strategy_name=ctx.strategy_name,
         exchange_name=ctx.exchange_name, position=valid.position, price_open=valid.price_open,
@@ -382,14 +392,5 @@ def _new_signal(tick: _Tick, answer: StrategyAnswer,
     return record_open(ctx, row, when, slot="acquire", signal_window=window)
 
 
-# Broker confirmations live in their own module; re-exported here for callers of the machine.
-from bkit.core.order_outcomes import (  # noqa: E402
-    confirm_close,
-    confirm_open,
-    reject_close,
-    reject_open,
-)
-
-__all__ = ["KeyContext", "KeyState", "StrategyAnswer", "TickOutcome", "advance", "confirm_close",
-           "confirm_open", "progress", "reject_close", "reject_open", "signal_window_of",
-           "wants_signal"]
+__all__ = ["KeyContext", "KeyState", "StrategyAnswer", "TickOutcome", "advance", "progress",
+           "signal_window_of", "wants_signal"]

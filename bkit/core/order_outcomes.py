@@ -1,62 +1,154 @@
-"""What the exchange's answer to an order intent does to its signal (SPEC §8). Pure: the
-orders worker calls these under the key's row lock and stores the outcome."""
+"""What the venue's evidence about an order does to its signal (SPEC §8). Pure: the orders
+worker calls these under the key's row lock and stores the outcome.
+
+The signal follows its orders: `opening` until the entry order is final, `opened` with what
+filled net of base-asset fees, `closing` until the exits have sold what the account holds,
+`closed` only from a filled exit (or an operator / reconciliation that saw the asset gone),
+`closing` + `stuck` when the venue keeps refusing the exit. No function here records a close
+the venue did not make.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from bkit.core.config import Config
-from bkit.core.machine import KeyContext, TickOutcome, record_close, record_open
+from bkit.core.machine import KeyContext, TickOutcome, close_order, record_close, record_open
+from bkit.core.orders import realised_pnl
 from bkit.core.results import Notice, TickResult
 from bkit.core.signals import SignalRow
 
 
-def confirm_open(ctx: KeyContext, row: SignalRow, fill_price: float | None,
-                 when: datetime) -> TickOutcome:
-    """The exchange filled the entry: the position is `opened` at its signal price, with the
-    exchange's fill price recorded next to it."""
-    return record_open(ctx, row.evolve(fill_price_open=fill_price), when)
+@dataclass(frozen=True, slots=True)
+class OrderFill:
+    """What one order filled, from the venue's evidence: base units `filled`, quote units
+    `cost`, the fees valued in quote (`fees_quote`), those charged in quote itself
+    (`fees_paid_quote`) and those taken from the base asset (`base_fee`)."""
+
+    filled: float
+    cost: float
+    fees_quote: float = 0.0
+    fees_paid_quote: float = 0.0
+    base_fee: float = 0.0
+
+    @property
+    def average(self) -> float | None:
+        return self.cost / self.filled if self.filled > 0 else None
+
+
+def _idle(ctx: KeyContext, row: SignalRow, when: datetime, price: float | None = None
+          ) -> TickResult:
+    return TickResult(action="idle", symbol=ctx.symbol, strategy_name=ctx.strategy_name,
+                      exchange_name=ctx.exchange_name,
+                      current_price=row.price_open if price is None else price,
+                      created_at=when, signal=row.public())
+
+
+def confirm_open(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: datetime,
+                 ) -> TickOutcome:
+    """The venue filled the entry (wholly or partly): the position is `opened` at its signal
+    price, holding what filled minus base-asset fees (a long) or owing what was sold (a
+    short), with the real average fill price and fees beside it."""
+    held = fill.filled - fill.base_fee if row.position == "long" else fill.filled
+    return record_open(ctx, row.evolve(
+        fill_price_open=fill.average, entry_filled=fill.filled, entry_cost=fill.cost,
+        amount=max(0.0, held), fees_quote=row.fees_quote + fill.fees_quote,
+        fees_paid_quote=row.fees_paid_quote + fill.fees_paid_quote), when)
 
 
 def reject_open(ctx: KeyContext, row: SignalRow, when: datetime, error: str) -> TickOutcome:
-    """Rollback of a rejected entry: the signal is dropped, its slot freed, an error event."""
+    """Rollback of an entry the venue refused (or that ended with nothing filled): the signal
+    is dropped, its slot freed, an error event. Only for evidence that nothing was bought."""
     dropped = row.evolve(state="cancelled", cancel_reason="rejected", closed_at=when,
                          order_in_flight=False)
-    result = TickResult(action="idle", symbol=ctx.symbol, strategy_name=ctx.strategy_name,
-                        exchange_name=ctx.exchange_name, current_price=row.price_open,
-                        created_at=when, signal=dropped.public())
-    return TickOutcome(result=result, signal=dropped, slot="release", notices=[Notice(
-        "error", f"entry order rejected, signal {row.id} rolled back: {error}",
-        {"stage": "order_open", "signal_id": row.id})])
+    return TickOutcome(result=_idle(ctx, dropped, when), signal=dropped, slot="release",
+                       notices=[Notice("error", f"entry order rejected, signal {row.id} rolled "
+                                       f"back: {error}",
+                                       {"stage": "order_open", "signal_id": row.id})])
 
 
-def confirm_close(ctx: KeyContext, row: SignalRow, fill_price: float | None, when: datetime,
-                  config: Config, *, finished: bool = False) -> TickOutcome:
-    """The exchange filled the exit: record the close at the decided price (TP/SL exact)."""
+def record_exit_fill(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: datetime,
+                     config: Config, *, remainder_is_dust: bool, finished: bool = False
+                     ) -> TickOutcome:
+    """An exit order ended (filled, or partly filled then expired/cancelled). What it sold
+    leaves the position; if what remains can still be sold, a new exit goes out for it and
+    the signal stays `closing`; if the remainder is dust (or nothing), the signal is
+    `closed` at the decided price (§5 signal PnL) with the realised PnL from the fills."""
+    if fill.filled <= 0:  # ended with nothing sold (a market order with no book): a refusal
+        return refuse_close(ctx, row.evolve(exit_orders=row.exit_orders + 1), when,
+                            "the exit order ended with nothing filled", config, resend=True)
+    amount = max(0.0, (row.amount or 0.0) - fill.filled)
+    exit_filled = row.exit_filled + fill.filled
+    exit_cost = row.exit_cost + fill.cost
+    updated = row.evolve(amount=amount, exit_filled=exit_filled, exit_cost=exit_cost,
+                         fees_quote=row.fees_quote + fill.fees_quote,
+                         fees_paid_quote=row.fees_paid_quote + fill.fees_paid_quote,
+                         fill_price_close=exit_cost / exit_filled if exit_filled > 0 else None,
+                         close_rejections=0)
+    if not remainder_is_dust:
+        again = updated.evolve(order_in_flight=True, exit_orders=row.exit_orders + 1)
+        notices = [] if fill.filled <= 0 else [Notice(
+            "order", f"exit of signal {row.id} filled {fill.filled:.10g} of "
+            f"{row.amount or 0.0:.10g}; the remaining {amount:.10g} is sent again",
+            {"signal_id": row.id, "filled": fill.filled, "remaining": amount})]
+        return TickOutcome(result=_idle(ctx, again, when), signal=again,
+                           order=close_order(again), notices=notices)
+    realised = realised_pnl(row.position, row.entry_cost or 0.0, exit_cost,
+                            updated.fees_paid_quote)
+    done = updated.evolve(amount=0.0, dust=amount if amount > 0 else None,
+                          realised_pnl_cost=realised.pnl_cost,
+                          realised_pnl_percentage=realised.pnl_percentage, stuck=False)
     reason = row.pending_close_reason or "closed"
     price = row.pending_close_price if row.pending_close_price is not None else row.price_open
-    return record_close(ctx, row.evolve(fill_price_close=fill_price), reason, price, when,
-                        config, finished=finished)
+    return record_close(ctx, done, reason, price, when, config, finished=finished)
 
 
-def reject_close(ctx: KeyContext, row: SignalRow, when: datetime, error: str,
-                 config: Config) -> TickOutcome:
-    """A rejected exit keeps the position (`closing`, retried every tick); after
-    CC_ORDER_CLOSE_RETRY_ATTEMPTS rejections the close is recorded and `exit` is raised."""
-    rejections = row.close_rejections + 1
-    kept = row.evolve(close_rejections=rejections, order_in_flight=False)
-    if rejections >= config.CC_ORDER_CLOSE_RETRY_ATTEMPTS:
-        price = kept.pending_close_price if kept.pending_close_price is not None \
-            else kept.price_open
-        outcome = record_close(ctx, kept, "closed", price, when, config)
-        outcome.notices.append(Notice(
-            "exit", f"close of signal {row.id} rejected {rejections} times; recorded as closed "
-            f"— check the position on the exchange: {error}",
-            {"signal_id": row.id, "attempts": rejections}))
-        return outcome
-    result = TickResult(action="idle", symbol=ctx.symbol, strategy_name=ctx.strategy_name,
-                        exchange_name=ctx.exchange_name, current_price=row.price_open,
-                        created_at=when, signal=kept.public())
-    return TickOutcome(result=result, signal=kept, notices=[Notice(
-        "error", f"exit order rejected ({rejections}/{config.CC_ORDER_CLOSE_RETRY_ATTEMPTS}) for "
-        f"signal {row.id}: {error}", {"stage": "order_close", "signal_id": row.id})])
+def refuse_close(ctx: KeyContext, row: SignalRow, when: datetime, error: str,
+                 config: Config, *, resend: bool = False) -> TickOutcome:
+    """The venue refused the exit (or nothing sellable could be sent). The position stays
+    ours (`closing`, slot held, no new entries) and the exit is retried with backoff; after
+    CC_ORDER_CLOSE_RETRY_ATTEMPTS refusals it is `stuck`: an `exit` event for an operator,
+    and only `bkit resolve` or reconciliation ends it. Never a close. `resend`: the refused
+    order existed on the venue (it ended unfilled), so the retry is a new exit order."""
+    refusals = row.close_rejections + 1
+    limit = config.CC_ORDER_CLOSE_RETRY_ATTEMPTS
+    if refusals >= limit:
+        stuck = row.evolve(close_rejections=refusals, order_in_flight=False, stuck=True)
+        return TickOutcome(result=_idle(ctx, stuck, when), signal=stuck, notices=[Notice(
+            "exit", f"exit of signal {row.id} refused {refusals} times: the position is "
+            f"stuck, still held ({row.amount or 0.0:.10g} {ctx.symbol.split('/')[0]}); "
+            f"check the account, then `bkit resolve` it: {error}",
+            {"signal_id": row.id, "attempts": refusals, "stage": "order_close",
+             "stuck": True})])
+    kept = row.evolve(close_rejections=refusals, order_in_flight=True)
+    return TickOutcome(result=_idle(ctx, kept, when), signal=kept,
+                       order=close_order(kept) if resend else None, notices=[Notice(
+        "error", f"exit order refused ({refusals}/{limit}) for signal {row.id}: {error}",
+        {"stage": "order_close", "signal_id": row.id})])
+
+
+def retry_stuck(ctx: KeyContext, row: SignalRow, when: datetime) -> TickOutcome:
+    """An operator asked to try the stuck exit again: a fresh exit intent, refusals reset."""
+    again = row.evolve(stuck=False, close_rejections=0, order_in_flight=True,
+                       exit_orders=row.exit_orders + 1)
+    return TickOutcome(result=_idle(ctx, again, when), signal=again, order=close_order(again),
+                       notices=[Notice("admin", f"exit of signal {row.id} retried by operator",
+                                       {"signal_id": row.id})])
+
+
+def close_as_gone(ctx: KeyContext, row: SignalRow, when: datetime, config: Config, why: str,
+                  *, finished: bool = False) -> TickOutcome:
+    """An operator (`bkit resolve --flat`) or reconciliation saw that the account no longer
+    holds the position: the signal is `closed` (reason `closed`). The realised PnL counts only
+    the exits the venue confirmed; what left the account otherwise is not priced."""
+    realised = realised_pnl(row.position, row.entry_cost or 0.0, row.exit_cost,
+                            row.fees_paid_quote)
+    done = row.evolve(amount=0.0, stuck=False, realised_pnl_cost=realised.pnl_cost,
+                      realised_pnl_percentage=realised.pnl_percentage,
+                      extra={**row.extra, "closed_without_exit": why})
+    price = row.pending_close_price if row.pending_close_price is not None else row.price_open
+    outcome = record_close(ctx, done, "closed", price, when, config, finished=finished)
+    outcome.notices.append(Notice("admin", f"signal {row.id} closed: {why}",
+                                  {"signal_id": row.id}))
+    return outcome

@@ -29,7 +29,8 @@ _EPS = 1e-12
 
 @dataclass(frozen=True, slots=True)
 class Signal:
-    """A trade idea returned by `get_signal`. Prices in quote currency; `cost` in USD.
+    """A trade idea returned by `get_signal`. Prices and `cost` (the entry's notional) in the
+    symbol's quote currency (USDT for BTC/USDT).
 
     Without `price_open` the entry is immediate at the current price; with it, the signal is
     scheduled until the price reaches `price_open` (long: falls to it, short: rises to it).
@@ -62,6 +63,7 @@ class ValidSignal:
     note: str
     cost: float
     immediate: bool  # True: enter now at `price_open`; False: schedule until the price reaches it
+    cost_explicit: bool = False  # the strategy gave `cost`; False: CC_POSITION_ENTRY_COST
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,16 @@ class PublicSignal:
     symbol: str
     strategy_name: str
     exchange_name: str
+    # Broker mode (SPEC §8), so anyone can hold bkit's view against the account: base units
+    # held now (net of base-asset fees), dust left behind, realised PnL from fills and fees,
+    # `stuck` when the venue keeps refusing the exit, and the signal's orders.
+    amount: float | None = None
+    dust: float | None = None
+    realised_pnl_cost: float | None = None
+    realised_pnl_percentage: float | None = None
+    fees_quote: float | None = None
+    stuck: bool = False
+    orders: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +133,19 @@ class SignalRow:
     # Exchange fills recorded next to the signal prices (broker mode).
     fill_price_open: float | None = None
     fill_price_close: float | None = None
+    # What the account holds for this signal (broker mode, SPEC §8), from fills and fees.
+    amount: float | None = None          # base units held now, net of base-asset fees
+    dust: float | None = None            # base units left behind that the venue cannot sell
+    entry_filled: float | None = None    # base units the entry filled (gross)
+    entry_cost: float | None = None      # quote paid (long) / received (short) by the entry
+    exit_filled: float = 0.0             # base units the exits filled so far
+    exit_cost: float = 0.0               # quote received (long) / paid (short) by the exits
+    fees_quote: float = 0.0              # fees valued in quote (base fees at the fill price)
+    fees_paid_quote: float = 0.0         # fees charged in the quote currency itself
+    realised_pnl_cost: float | None = None
+    realised_pnl_percentage: float | None = None
+    stuck: bool = False                  # the venue keeps refusing the exit: operator needed
+    exit_orders: int = 0                 # exit orders sent so far (each its own client id)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -134,6 +159,10 @@ class SignalRow:
             minute_estimated_time=self.minute_estimated_time, note=self.note, cost=self.cost,
             scheduled_at=self.scheduled_at, pending_at=self.pending_at, symbol=self.symbol,
             strategy_name=self.strategy_name, exchange_name=self.exchange_name,
+            amount=self.amount, dust=self.dust, realised_pnl_cost=self.realised_pnl_cost,
+            realised_pnl_percentage=self.realised_pnl_percentage,
+            fees_quote=self.fees_quote or None, stuck=self.stuck,
+            orders=self.extra.get("orders"),
         )
 
     def evolve(self, **changes: Any) -> SignalRow:
@@ -281,6 +310,7 @@ def validate_signal(raw: Any, *, symbol: str, current_price: float, config: Conf
         note=note,
         cost=float(cost),
         immediate=immediate,
+        cost_explicit=cost_raw is not None,
     )
 
 

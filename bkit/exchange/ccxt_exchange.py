@@ -453,6 +453,24 @@ class CcxtExchange:
         return [ExchangeOrder.from_ccxt(o) for o in orders]
 
 
+    def fetch_order_trades(self, symbol: str, order_id: str) -> list[dict[str, Any]]:
+        """The account's trades of one order (ccxt unified trades, with `fee`)."""
+        self._market(symbol)
+        client = self._private_client("fetch_my_trades")
+        return list(self._call("fetch_my_trades", lambda: client.fetch_my_trades(
+            symbol, None, None, {"orderId": order_id}), client))
+
+    def fetch_balance(self) -> dict[str, tuple[float, float]]:
+        """Every asset's (free, total) in the account."""
+        client = self._private_client("fetch_balance")
+        balance = self._call("fetch_balance", lambda: client.fetch_balance(), client)
+        out: dict[str, tuple[float, float]] = {}
+        for asset, free in (balance.get("free") or {}).items():
+            total = (balance.get("total") or {}).get(asset)
+            out[asset] = (float(free or 0.0), float(total if total is not None else free or 0.0))
+        return out
+
+
 def add_ccxt_exchange(exchange_id: str, exchange_name: str | None = None, sandbox: bool = False,
                       markets: MarketsInput | None = None,
                       api_urls: Mapping[str, Any] | None = None, *,

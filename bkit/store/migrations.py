@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import OperationalError
@@ -44,10 +45,41 @@ def _create_v3(conn: Connection) -> None:
                                  checkfirst=True)
 
 
+def _add_missing_columns(conn: Connection, table: Any) -> None:
+    """ALTER TABLE … ADD COLUMN for every column of `table` the database lacks (new columns
+    all have defaults or are nullable, so existing rows stay valid)."""
+    present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    for column in table.columns:
+        if column.name in present:
+            continue
+        kind = column.type.compile(dialect=conn.dialect)
+        default = ""
+        if column.default is not None and getattr(column.default, "is_scalar", False):
+            value = column.default.arg
+            default = f" DEFAULT {int(value) if isinstance(value, bool) else value!r}"
+            if conn.dialect.name == "postgresql" and isinstance(value, bool):
+                default = f" DEFAULT {'true' if value else 'false'}"
+        conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
+                          f"{default}"))
+        if default:
+            conn.execute(text(f'UPDATE "{table.name}" SET "{column.name}" = '
+                              f"{default.removeprefix(' DEFAULT ')} "
+                              f'WHERE "{column.name}" IS NULL'))
+
+
+def _create_v4(conn: Connection) -> None:
+    """The order lifecycle: position amounts, dust, realised PnL and `stuck` on signals;
+    settle-window evidence, refusals, polls and fees on order intents."""
+    for model in (tables.SignalRecord, tables.OrderIntent, tables.PaperOrder):
+        _add_missing_columns(conn, model.__table__)  # type: ignore[attr-defined]
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "keys, signals, risk slots, events, order intents", _create_v1),
     (2, "candle cache", _create_v2),
     (3, "paper broker orders", _create_v3),
+    (4, "order lifecycle: amounts, dust, realised PnL, stuck; intent evidence and fees",
+     _create_v4),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -30,8 +30,9 @@ def client_order_id(key_id: int, signal_id: str, kind: str, attempt: int) -> str
 
 def new_intent(key: StrategySymbol, order: OrderRequest, row: SignalRow | None,
                now: datetime, amount: float | None) -> OrderIntent:
-    """An outbox row for `order`; the attempt number makes a re-sent close a new order."""
-    attempt = 0 if row is None else row.close_rejections
+    """An outbox row for `order`; each exit order of a signal (a remainder after a partial
+    fill, an operator's retry) gets its own number, so its own client order id."""
+    attempt = 0 if row is None or order.kind == "open" else row.exit_orders
     assert key.id is not None
     return OrderIntent(key_id=key.id, signal_id=order.signal_id, kind=order.kind,
                        client_order_id=client_order_id(key.id, order.signal_id, order.kind,

@@ -91,6 +91,19 @@ class SignalRecord(SQLModel, table=True):
     pnl_cost: float | None = None
     fill_price_open: float | None = None
     fill_price_close: float | None = None
+    # Broker mode (SPEC §8): what the account holds for the signal, from fills and fees.
+    amount: float | None = None
+    dust: float | None = None
+    entry_filled: float | None = None
+    entry_cost: float | None = None
+    exit_filled: float = 0.0
+    exit_cost: float = 0.0
+    fees_quote: float = 0.0
+    fees_paid_quote: float = 0.0
+    realised_pnl_cost: float | None = None
+    realised_pnl_percentage: float | None = None
+    stuck: bool = False
+    exit_orders: int = 0
     extra: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
     updated_at: datetime | None = _dt()
 
@@ -146,7 +159,8 @@ class EventRecord(SQLModel, table=True):
 class OrderIntent(SQLModel, table=True):
     """The outbox: an order to send for a signal, written with the signal's state change.
 
-    status: pending | sending | acked | filled | rejected | unknown | abandoned.
+    status (`bkit.core.orders`): pending | unknown | open | filled | canceled | expired |
+    rejected | stuck (and, in databases of older versions, sending | acked | abandoned).
     `client_order_id` is deterministic and unique, so a resend can be looked up first.
     """
 
@@ -175,6 +189,20 @@ class OrderIntent(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime | None = _dt()
     updated_at: datetime | None = _dt()
+    # The order lifecycle (SPEC §8): evidence gathered while the outcome is unknown, refusals
+    # of an exit, routine polls of a resting order (polling is not retrying), fills and fees.
+    unknown_since: datetime | None = _dt()
+    not_found_looks: int = 0
+    failed_looks: int = 0
+    refusals: int = 0
+    polls: int = 0
+    resends: int = 0
+    alerted: bool = False
+    filled_cost: float | None = None
+    base_fee: float | None = None
+    fees_quote: float | None = None
+    fees_paid_quote: float | None = None
+    fees: list[dict[str, Any]] | None = Field(default=None, sa_type=JSONText)
 
 
 class PaperOrder(SQLModel, table=True):
@@ -191,6 +219,8 @@ class PaperOrder(SQLModel, table=True):
     fill_price: float
     fee: float
     created_at: datetime | None = _dt()
+    #: The asset the fee was charged in (the base asset on buys, like Binance).
+    fee_currency: str | None = Field(default=None, max_length=16)
 
 
 class BkitSetting(SQLModel, table=True):

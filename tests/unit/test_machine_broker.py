@@ -1,5 +1,5 @@
-"""The state machine with a broker (SPEC §8): opening/closing intents, confirmations, rollback
-and the close retries."""
+"""The state machine with a broker (SPEC §8): opening/closing intents, confirmations from the
+venue's evidence, rollback, refused exits that become `stuck` (never a close)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,14 @@ from bkit.core.machine import (
     StrategyAnswer,
     TickOutcome,
     advance,
-    confirm_close,
-    confirm_open,
-    reject_close,
-    reject_open,
     wants_signal,
+)
+from bkit.core.order_outcomes import (
+    OrderFill,
+    confirm_open,
+    record_exit_fill,
+    refuse_close,
+    reject_open,
 )
 from bkit.core.results import OrderRequest
 from bkit.core.signals import SignalRow
@@ -79,17 +82,23 @@ class BrokerKey:
             self.orders.append(outcome.order)
         return outcome
 
-    def confirm_open(self, minute: float, fill: float | None) -> TickOutcome:
-        return self.apply(confirm_open(CTX, self.row, fill, at(minute)))
+    def confirm_open(self, minute: float, fill: float) -> TickOutcome:
+        amount = self.row.cost / fill
+        return self.apply(confirm_open(CTX, self.row, OrderFill(amount, self.row.cost),
+                                       at(minute)))
 
     def reject_open(self, minute: float, error: str) -> TickOutcome:
         return self.apply(reject_open(CTX, self.row, at(minute), error))
 
     def confirm_close(self, minute: float, fill: float | None, **kw: Any) -> TickOutcome:
-        return self.apply(confirm_close(CTX, self.row, fill, at(minute), self.config, **kw))
+        amount = self.row.amount or 0.0
+        price = fill if fill is not None else self.row.pending_close_price or 0.0
+        return self.apply(record_exit_fill(CTX, self.row, OrderFill(amount, amount * price),
+                                           at(minute), self.config, remainder_is_dust=True,
+                                           **kw))
 
     def reject_close(self, minute: float, error: str) -> TickOutcome:
-        return self.apply(reject_close(CTX, self.row, at(minute), error, self.config))
+        return self.apply(refuse_close(CTX, self.row, at(minute), error, self.config))
 
 
 def open_position(signal: dict[str, Any] = LONG, **kw: Any) -> BrokerKey:
@@ -156,7 +165,8 @@ def test_confirm_open_opens_and_records_the_fill() -> None:
     assert outcome.result.created_at == at(1)
     row = key.row
     assert (row.state, row.order_in_flight) == ("opened", False)
-    assert (row.price_open, row.fill_price_open) == (100.0, 100.07)
+    assert row.price_open == 100.0 and row.fill_price_open == pytest.approx(100.07)
+    assert row.amount == pytest.approx(50 / 100.07) and row.entry_cost == 50
     assert row.pending_at == at(1)  # lifetime starts when the exchange filled
     assert outcome.slot is None  # acquired when the intent was written
     assert [c.name for c in outcome.callbacks] == ["on_open"]
@@ -229,7 +239,11 @@ def test_take_profit_sends_a_close_order_at_tp_and_confirm_closes_at_exactly_tp(
     assert outcome.result.pnl.pnl_percentage == pytest.approx(9.570439560, abs=1e-9)
     assert outcome.result.pnl.pnl_cost == pytest.approx(9.570439560 / 2, abs=1e-9)
     row = key.row
-    assert (row.state, row.price_close, row.fill_price_close) == ("closed", 110.0, 109.8)
+    assert (row.state, row.price_close) == ("closed", 110.0)
+    assert row.fill_price_close == pytest.approx(109.8)
+    # realised from the fills: bought 50 USDT at 100.02, sold the same coins at 109.8
+    assert row.realised_pnl_cost == pytest.approx(50 / 100.02 * 109.8 - 50, abs=1e-9)
+    assert row.realised_pnl_percentage == pytest.approx((109.8 / 100.02 - 1) * 100, abs=1e-9)
     assert (row.pending_close_reason, row.pending_close_price) == (None, None)
     assert outcome.slot == "release" and key.slots == 0
     assert [c.name for c in outcome.callbacks] == ["on_close"]
@@ -256,7 +270,7 @@ def test_close_position_command_closes_at_the_current_price() -> None:
     assert (outcome.result.close_reason, outcome.result.current_price) == ("closed", 101.0)
 
 
-def test_rejected_close_keeps_the_position_and_retries_every_tick() -> None:
+def test_refused_exit_keeps_the_position_then_it_is_stuck_never_closed() -> None:
     key = open_position()
     key.tick(1, 111.0)
     signal_id = key.row.id
@@ -264,54 +278,48 @@ def test_rejected_close_keeps_the_position_and_retries_every_tick() -> None:
         outcome = key.reject_close(attempt + 0.5, "exchange says no")
         assert outcome.result.action == "idle"
         row = key.row
-        assert (row.state, row.close_rejections, row.order_in_flight, row.is_live) == (
-            "closing",
-            attempt,
-            False,
-            True,
-        )
-        assert outcome.slot is None
+        # the exit intent retries itself (backoff); the position stays ours and blocks entries
+        assert (row.state, row.close_rejections, row.order_in_flight, row.stuck) == (
+            "closing", attempt, True, False)
+        assert outcome.slot is None and outcome.order is None
         [notice] = outcome.notices
         assert notice.kind == "error"
         assert f"({attempt}/5)" in notice.message and "exchange says no" in notice.message
         orders_before = len(key.orders)
-        outcome = key.tick(attempt + 1, 100.0)  # a retry, whatever the price is now
-        assert outcome.result.action == "idle"
-        assert outcome.order is not None and len(key.orders) == orders_before + 1
-        assert (outcome.order.kind, outcome.order.price, outcome.order.signal_id) == (
-            "close",
-            110.0,
-            signal_id,
-        )
-        assert key.row.order_in_flight and key.row.pending_close_reason == "take_profit"
+        outcome = key.tick(attempt + 1, 100.0, LONG)  # in flight: nothing decided or sent
+        assert outcome.result.action == "idle" and len(key.orders) == orders_before
 
-    outcome = key.reject_close(5.5, "exchange says no")  # the 5th rejection
-    assert outcome.result.action == "closed"
-    assert outcome.result.close_reason == "closed"
-    assert outcome.result.current_price == 110.0
-    assert outcome.result.pnl is not None
-    assert outcome.result.pnl.pnl_percentage == pytest.approx(9.570439560, abs=1e-9)
-    assert outcome.slot == "release" and key.slots == 0
+    outcome = key.reject_close(5.5, "exchange says no")  # the 5th refusal
+    assert outcome.result.action == "idle"  # not closed: the venue made no close
+    row = key.row
+    assert (row.state, row.stuck, row.order_in_flight, row.is_live) == (
+        "closing", True, False, True)
+    assert row.close_reason is None and row.pnl_percentage is None
+    assert outcome.slot is None and key.slots == 1  # the slot stays held
     [notice] = outcome.notices
-    assert notice.kind == "exit"
-    assert notice.data == {"signal_id": signal_id, "attempts": 5}
-    assert key.row.state == "closed"
+    assert notice.kind == "exit" and notice.data["stuck"] is True
+    assert notice.data["signal_id"] == signal_id and notice.data["attempts"] == 5
+    orders_before = len(key.orders)
+    for minute in (6, 7, 8):  # a stuck exit is never re-sent by ticks, nor a new entry made
+        outcome = key.tick(minute, 100.0, LONG)
+        assert outcome.result.action == "idle" and outcome.order is None
+    assert len(key.orders) == orders_before and key.row.id == signal_id
 
 
 def test_close_retry_attempts_follow_config() -> None:
     config = apply_config_changes(CONFIG, {"CC_ORDER_CLOSE_RETRY_ATTEMPTS": 2})
     key = open_position(config=config)
     key.tick(1, 111.0)
-    assert key.reject_close(2, "no").result.action == "idle"
-    key.tick(3, 100.0)
-    assert key.reject_close(4, "no").result.action == "closed"
+    assert not key.reject_close(2, "no").notices[0].data.get("stuck")
+    assert key.reject_close(4, "no").notices[0].data["stuck"] is True
+    assert key.row.stuck and key.row.state == "closing"
 
 
-def test_close_confirmed_after_rejections_uses_the_decided_reason() -> None:
+def test_close_confirmed_after_refusals_uses_the_decided_reason() -> None:
     key = open_position()
     key.tick(1, 80.0)  # SL 95
     key.reject_close(2, "timeout")
-    key.tick(3, 120.0)  # retried; the price does not change the decided close
+    key.tick(3, 120.0)  # the price does not change the decided close
     outcome = key.confirm_close(4, 94.9)
     assert (outcome.result.close_reason, outcome.result.current_price) == ("stop_loss", 95.0)
 
@@ -325,7 +333,7 @@ def test_draining_key_is_finished_only_after_the_close_is_confirmed() -> None:
     assert not outcome.finished  # the close may still be rejected and need retries
     key.reject_close(2, "no")
     outcome = key.tick(3, 100.0)
-    assert outcome.order is not None and not outcome.finished
+    assert outcome.order is None and not outcome.finished  # the intent retries itself
     outcome = key.confirm_close(4, 110.0)
     assert outcome.result.action == "closed"
     outcome = key.tick(5, 100.0)

@@ -1,0 +1,183 @@
+"""Reconciliation runs (SPEC §8): at worker start and every `BKIT_RECONCILE_SECONDS`.
+
+For each exchange with a broker: the venue's view first (balances, open orders of every
+symbol bkit trades there), then the database's (open positions, intents), compared by
+`bkit.core.reconciliation.compare`. A suspect order is read again from the database before
+it is reported, so an intent committed between the two reads is never called an orphan.
+Every difference is an error event (kind `reconcile`) and the count is kept for the
+`bkit_reconcile_differences` metric. A stuck position whose asset the account no longer
+holds is closed (the evidence of the asset gone); nothing is ever sold here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from bkit import events
+from bkit.core.candles import floor_to_minute
+from bkit.core.machine import KeyContext
+from bkit.core.order_outcomes import close_as_gone
+from bkit.core.orders import VenueOrder, base_of
+from bkit.core.reconciliation import AssetView, Difference, HeldPosition, asset_views, compare
+from bkit.core.results import Notice
+from bkit.exchange.errors import ExchangeError
+from bkit.orders import RETRYABLE, OrdersEnv
+from bkit.store import signal_rows
+from bkit.store.engine import session_scope
+from bkit.store.event_log import event_as_dict, notice_event
+from bkit.store.outcomes import store_outcome
+from bkit.store.tables import BkitSetting, OrderIntent, SignalRecord, StrategySymbol
+
+log = logging.getLogger("bkit.reconcile")
+SETTING_KEY = "reconcile"
+
+
+@dataclass
+class ExchangeView:
+    """One exchange's comparison, for `bkit reconcile` and the events."""
+
+    exchange_name: str
+    assets: list[AssetView] = field(default_factory=list)
+    open_orders: list[VenueOrder] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+    closed_as_gone: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def _held(session: object, exchange_name: str) -> list[HeldPosition]:
+    rows = session.execute(select(SignalRecord).where(  # type: ignore[attr-defined]
+        SignalRecord.exchange_name == exchange_name,
+        SignalRecord.state.in_(["opened", "closing"]))).scalars()  # type: ignore[attr-defined]
+    return [HeldPosition(r.key_id, r.signal_id, r.exchange_name, r.symbol, base_of(r.symbol),
+                         float(r.amount or 0.0), bool(r.stuck))
+            for r in rows if r.position == "long" and (r.amount or 0.0) > 0]
+
+
+def _intent_ids(session: object, exchange_name: str) -> tuple[set[str], set[str]]:
+    rows = session.execute(select(OrderIntent.client_order_id, OrderIntent.status)  # type: ignore
+                           .where(OrderIntent.exchange_name == exchange_name)).all()
+    in_flight = {cid for cid, status in rows if status in RETRYABLE}
+    return in_flight, {cid for cid, status in rows if status not in RETRYABLE}
+
+
+def _symbols(session: object, exchange_name: str) -> list[str]:
+    keys = session.execute(select(StrategySymbol.symbol).where(  # type: ignore[attr-defined]
+        StrategySymbol.exchange_name == exchange_name).distinct()).scalars()
+    intents = session.execute(select(OrderIntent.symbol).where(  # type: ignore[attr-defined]
+        OrderIntent.exchange_name == exchange_name).distinct()).scalars()
+    return sorted(set(keys) | set(intents))
+
+
+def exchange_names(env: OrdersEnv) -> list[str]:
+    with session_scope(env.engine) as session:
+        names = set(session.execute(select(StrategySymbol.exchange_name).distinct()).scalars())
+    return sorted(names)
+
+
+def compare_exchange(env: OrdersEnv, exchange_name: str) -> ExchangeView | None:
+    """The comparison for one exchange (None: no broker for it). Reads the venue first."""
+    broker = env.brokers(exchange_name)
+    if broker is None:
+        return None
+    view = ExchangeView(exchange_name)
+    with session_scope(env.engine) as session:
+        symbols = _symbols(session, exchange_name)
+    try:
+        balances = broker.balances()
+        orders: list[VenueOrder] = []
+        for symbol in symbols:
+            orders += broker.open_orders(symbol)
+        steps = {}
+        for symbol in symbols:
+            rules = broker.rules(symbol)
+            steps[rules.base] = max(steps.get(rules.base, 0.0), rules.amount_step or 0.0)
+    except ExchangeError as exc:
+        view.error = f"{type(exc).__name__}: {exc}"
+        return view
+    with session_scope(env.engine) as session:  # the database after the venue
+        positions = _held(session, exchange_name)
+        in_flight, final = _intent_ids(session, exchange_name)
+    view.assets, view.open_orders = asset_views(balances, positions), orders
+    differences = compare(exchange_name, balances, positions, orders, in_flight, final,
+                          tolerance={a: s * 1.000001 for a, s in steps.items()})
+    suspects = {d.data["client_order_id"] for d in differences if "client_order_id" in d.data}
+    if suspects:  # read them again: an intent may have committed since
+        with session_scope(env.engine) as session:
+            again, _ = _intent_ids(session, exchange_name)
+        differences = [d for d in differences if d.data.get("client_order_id") not in again]
+    view.differences = differences
+    gone = {a.asset for a in view.assets if a.total <= steps.get(a.asset, 0.0)}
+    for position in positions:
+        if position.stuck and position.base in gone and \
+                _close_gone(env, position, balances.get(position.base, (0.0, 0.0))[1]):
+            view.closed_as_gone.append(position.signal_id)
+    return view
+
+
+def _close_gone(env: OrdersEnv, position: HeldPosition, total: float) -> bool:
+    when = floor_to_minute(env.clock.now())
+    now = datetime.now(UTC)
+    with session_scope(env.engine) as session:
+        key = session.execute(select(StrategySymbol).where(StrategySymbol.id == position.key_id)
+                              .with_for_update()).scalar_one()
+        record = signal_rows.find_signal(session, position.key_id, position.signal_id,
+                                         for_update=True)
+        if record is None or record.state != "closing" or not record.stuck:
+            return False
+        row = signal_rows.to_core(record)
+        ctx = KeyContext(key.symbol, key.strategy_name, key.exchange_name)
+        outcome = close_as_gone(ctx, row, when, env.config(),
+                                f"reconciliation: the account holds {total:.10g} "
+                                f"{position.base}, the position is gone",
+                                finished=key.status == "draining")
+        added, _ = store_outcome(session, key, record, outcome, when, now, env.origin)
+        dispatched = [event_as_dict(r) for r in added]
+    events.dispatch(dispatched)
+    return True
+
+
+def reconcile(env: OrdersEnv) -> list[ExchangeView]:
+    """Compare every exchange, record each difference as an error event and the count for
+    the metric. Returns the views (for `bkit reconcile`)."""
+    views = [v for v in (compare_exchange(env, name) for name in exchange_names(env)) if v]
+    when = floor_to_minute(env.clock.now())
+    total = sum(len(v.differences) for v in views)
+    with session_scope(env.engine) as session:
+        records = []
+        for view in views:
+            for diff in view.differences:
+                records.append(notice_event(None, Notice("error", diff.message, {
+                    "stage": "reconcile", "difference": diff.kind, **diff.data}),
+                    symbol=None, strategy_name=None, exchange_name=view.exchange_name,
+                    when=when, origin=env.origin))
+        session.add_all(records)
+        setting = session.get(BkitSetting, SETTING_KEY) or BkitSetting(key=SETTING_KEY)
+        setting.value = json.dumps({"checked_at": datetime.now(UTC).isoformat(),
+                                    "differences": total,
+                                    "errors": [v.exchange_name for v in views if v.error]})
+        setting.updated_at = datetime.now(UTC)
+        session.add(setting)
+        session.flush()
+        dispatched = [event_as_dict(r) for r in records]
+    events.dispatch(dispatched)
+    for view in views:
+        if view.error:
+            log.warning("reconcile %s: could not read the venue: %s", view.exchange_name,
+                        view.error)
+    return views
+
+
+def last_differences(session: object) -> int | None:
+    """The difference count of the last reconciliation (None: never ran)."""
+    row = session.get(BkitSetting, SETTING_KEY)  # type: ignore[attr-defined]
+    if row is None or not row.value:
+        return None
+    try:
+        return int(json.loads(row.value).get("differences", 0))
+    except (ValueError, AttributeError):
+        return None
