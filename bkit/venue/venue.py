@@ -79,11 +79,6 @@ class Venue:
             self._server.server_close()
             self._server = None
 
-    def serve_forever(self) -> None:
-        """Serve in the calling thread until `stop()` (the command-line venue)."""
-        self._server = VenueHTTPServer(self._address, make_handler(self))
-        self._server.serve_forever(poll_interval=0.2)
-
     def __enter__(self) -> Venue:
         return self.start()
 
@@ -98,7 +93,8 @@ class Venue:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._address[0]}:{self.port}"
+        host = self._server.server_address[0] if self._server is not None else self._address[0]
+        return f"http://{host}:{self.port}"
 
     # clock and prices --------------------------------------------------------------------------
     def now_ms(self) -> int:

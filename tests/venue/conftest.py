@@ -26,13 +26,14 @@ EXTRA_MARKETS = (
 MARKETS = (*DEFAULT_MARKETS, *EXTRA_MARKETS)
 
 
-def make_client(venue: Venue, timeout_ms: int = 10_000) -> Any:
-    """The real ccxt binance client, spot only, pointed at `venue`, markets loaded."""
+def make_client(venue: Venue | str, timeout_ms: int = 10_000) -> Any:
+    """The real ccxt binance client, spot only, pointed at `venue` (or a base URL), markets
+    loaded."""
     client = ccxt.binance({"apiKey": "k", "secret": "s", "enableRateLimit": False,
                            "timeout": timeout_ms,
                            "options": {"fetchMarkets": ["spot"], "fetchCurrencies": False,
                                        "fetchMargins": False}})
-    point_ccxt_at(client, venue.base_url)
+    point_ccxt_at(client, venue if isinstance(venue, str) else venue.base_url)
     client.load_markets()
     return client
 
