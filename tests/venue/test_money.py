@@ -101,3 +101,22 @@ def test_insufficient_quote_is_refused(venue: Venue, client: Any) -> None:
     with pytest.raises(ccxt.InsufficientFunds):
         client.create_order("BTC/USDT", "limit", "buy", 0.3, 40000)  # 12,000 > 10,000
     assert venue.balances()["USDT"] == (D("10000"), D(0))
+
+
+def test_every_coin_is_accounted_for(venue: Venue, client: Any) -> None:
+    """Balances = initial + the fills in the trade log (quote, base and commissions)."""
+    venue.set_fill_fraction("0.7")
+    client.create_order("BTC/USDT", "market", "buy", 0.02)
+    client.create_order("BTC/USDT", "limit", "buy", 0.01, 49000, {"clientOrderId": "r"})
+    venue.fill_order("r", fraction=0.5)
+    client.create_order("BTC/USDT", "market", "sell", 0.004)
+    held = {"USDT": D(10000), "BTC": D(0)}
+    for t in venue.trades():
+        sign = 1 if t.side == "BUY" else -1
+        held["BTC"] += sign * t.qty
+        held["USDT"] -= sign * t.quote_qty
+        held[t.commission_asset] -= t.commission
+    assert {a: venue.balance(a) for a in held} == held
+    assert client.public_get_ticker_price({"symbol": "BTCUSDT"}) == {
+        "symbol": "BTCUSDT", "price": "50000.00000000"}
+    assert client.fetch_time() == venue.now_ms()
