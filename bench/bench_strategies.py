@@ -23,7 +23,7 @@ def every_third_window(symbol: str, when: datetime, price: float) -> dict | None
     if hash(symbol) % 3:
         return None
     return {"position": "long", "price_take_profit": price * 1.01,
-            "price_stop_loss": price * 0.99, "minute_estimated_time": 60}
+            "price_stop_loss": price * 0.99, "minute_estimated_time": 60, "cost": 0.1}
 
 
 add_strategy("bench", every_third_window, interval="5m")

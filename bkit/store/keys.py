@@ -27,11 +27,13 @@ class Claim:
     version: int
 
 
-def find_key(session: Session, strategy_name: str, exchange_name: str, symbol: str
-             ) -> StrategySymbol | None:
+def find_key(session: Session, strategy_name: str, exchange_name: str, symbol: str, *,
+             for_update: bool = False) -> StrategySymbol | None:
     stmt = select(StrategySymbol).where(StrategySymbol.strategy_name == strategy_name,
                                         StrategySymbol.exchange_name == exchange_name,
                                         StrategySymbol.symbol == symbol)
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return session.execute(stmt).scalars().first()
 
 

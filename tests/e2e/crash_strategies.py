@@ -11,9 +11,12 @@ from pathlib import Path
 
 from bkit.broker import Broker
 from bkit.broker.ccxt_broker import CcxtBroker
-from bkit.core.registry import add_risk, add_strategy
+from bkit.core.registry import add_risk, add_strategy, set_config
 from bkit.exchange import MARKETS_DIR
 from bkit.exchange.ccxt_exchange import add_ccxt_exchange
+
+# The venue answers at once here: a short settle window keeps the tests quick (SPEC §8).
+set_config(CC_ORDER_SETTLE_SECONDS=3)
 
 exchange = add_ccxt_exchange(
     "binance", exchange_name="fakebin", markets=MARKETS_DIR / "binance_markets.json",
@@ -39,7 +42,7 @@ def _slow_once() -> None:
 def crash_long(symbol: str, when: datetime, price: float) -> dict:
     _slow_once()
     return {"position": "long", "price_take_profit": price * 1.005,
-            "price_stop_loss": price * 0.995, "minute_estimated_time": 6}
+            "price_stop_loss": price * 0.995, "minute_estimated_time": 6, "cost": 0.1}
 
 
 add_strategy("crash-long", crash_long, risk_name="crash-risk")

@@ -28,7 +28,7 @@ def series() -> dict[str, list[Candle]]:
 def trend_signal(symbol: str, when: datetime, current_price: float) -> dict:
     """Always long: TP +0.6 %, SL −0.6 %, 4 minutes."""
     return {"position": "long", "price_take_profit": current_price * 1.006,
-            "price_stop_loss": current_price * 0.994, "minute_estimated_time": 4}
+            "price_stop_loss": current_price * 0.994, "minute_estimated_time": 4, "cost": 0.1}
 
 
 def quiet_signal(symbol: str, when: datetime, current_price: float) -> None:

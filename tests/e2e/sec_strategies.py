@@ -9,11 +9,14 @@ from datetime import datetime
 
 from bkit.broker import Broker
 from bkit.broker.ccxt_broker import CcxtBroker
-from bkit.core.registry import add_strategy
+from bkit.core.registry import add_strategy, set_config
 from bkit.exchange import MARKETS_DIR
 from bkit.exchange.ccxt_exchange import add_ccxt_exchange
 
 EXCHANGE, STRATEGY = "fakebin", "sec-long"
+
+# The venue answers at once here: a short settle window keeps the tests quick (SPEC §8).
+set_config(CC_ORDER_SETTLE_SECONDS=3)
 
 exchange = add_ccxt_exchange(
     "binance", exchange_name=EXCHANGE, markets=MARKETS_DIR / "binance_markets.json",
@@ -25,7 +28,7 @@ def long_signal(symbol: str, when: datetime, price: float) -> dict:
     """Always long at market: TP +0.6 %, SL −0.6 %, 30 minutes."""
     return {"position": "long", "price_take_profit": price * 1.006,
             "price_stop_loss": price * 0.994, "minute_estimated_time": 30,
-            "note": "security test entry"}
+            "note": "security test entry", "cost": 0.1}
 
 
 add_strategy(STRATEGY, long_signal, interval="1m", note="security: always long")

@@ -31,10 +31,12 @@ def get_signal(symbol: str, when: datetime, price: float) -> dict | None:
     mean = statistics.fmean(c.close for c in candles)
     if price < mean * 0.998:
         return {"position": "long", "price_take_profit": price * 1.006,
-                "price_stop_loss": price * 0.994, "minute_estimated_time": 60}
+                "price_stop_loss": price * 0.994, "minute_estimated_time": 60,
+                "cost": 0.1}  # in the quote coin (ETH or BTC)
     if price > mean * 1.002:
         return {"position": "short", "price_take_profit": price * 0.994,
-                "price_stop_loss": price * 1.006, "minute_estimated_time": 60}
+                "price_stop_loss": price * 1.006, "minute_estimated_time": 60,
+                "cost": 0.1}
     return None
 
 

@@ -34,7 +34,7 @@ def _once(marker: str) -> bool:
 
 def long_signal(symbol: str, when: datetime, price: float) -> dict:
     return {"position": "long", "price_take_profit": price * 1.006,
-            "price_stop_loss": price * 0.994, "minute_estimated_time": 20}
+            "price_stop_loss": price * 0.994, "minute_estimated_time": 20, "cost": 0.1}
 
 
 def slow_none(symbol: str, when: datetime, price: float) -> None:

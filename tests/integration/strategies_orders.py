@@ -9,9 +9,12 @@ from datetime import datetime
 
 from bkit.broker import Broker
 from bkit.broker.ccxt_broker import CcxtBroker
-from bkit.core.registry import add_strategy
+from bkit.core.registry import add_strategy, set_config
 from bkit.exchange import MARKETS_DIR
 from bkit.exchange.ccxt_exchange import add_ccxt_exchange
+
+# The venue answers at once here: a short settle window keeps the tests quick (SPEC §8).
+set_config(CC_ORDER_SETTLE_SECONDS=3)
 
 exchange = add_ccxt_exchange(
     "binance", exchange_name="fakebin", markets=MARKETS_DIR / "binance_markets.json",
@@ -22,7 +25,8 @@ Broker.use("fakebin", CcxtBroker(
 
 def long_signal(symbol: str, when: datetime, price: float) -> dict:
     return {"position": "long", "price_take_profit": price * 1.006,
-            "price_stop_loss": price * 0.994, "minute_estimated_time": 30}
+            "price_stop_loss": price * 0.994, "minute_estimated_time": 30,
+            "cost": 0.1}  # ETH: XRP/ETH is quoted in ETH (SPEC §8: no default USD cost)
 
 
 add_strategy("ord-long", long_signal, interval="1m")

@@ -32,7 +32,7 @@ def trend_signal(symbol: str, when: datetime, current_price: float) -> dict:
     """Always long: TP +0.6 %, SL −0.6 %, closed by time after 4 minutes at the latest."""
     return {"position": "long", "price_take_profit": current_price * 1.006,
             "price_stop_loss": current_price * 0.994, "minute_estimated_time": 4,
-            "note": "ops test entry"}
+            "note": "ops test entry", "cost": 0.1}
 
 
 def quiet_signal(symbol: str, when: datetime, current_price: float) -> None:

@@ -1,0 +1,2 @@
+"""Operator tooling: what an operator runs against a live bkit (resolving stuck positions,
+reconciliation reports)."""
