@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bkit.backtest import Backtest, add_frame, listen_done_backtest, listen_signal_backtest
 from bkit.core.candles import Candle
 from bkit.core.config import Config
 from bkit.core.errors import (
@@ -46,6 +47,7 @@ __all__ = [
     "listen_partial_loss", "listen_partial_profit", "listen_performance", "listen_risk",
     "listen_signal", "listen_signal_live", "set_config", "set_logger",
 ]
+__all__ += ["Backtest", "add_frame", "listen_done_backtest", "listen_signal_backtest"]
 
 
 def __getattr__(name: str) -> Any:

@@ -49,10 +49,10 @@ class BacktestApi:
                 self._running[key] = run
         try:
             notify = listeners.has_listeners("signal_backtest")
-            for result in run:
+            for transition in run:
                 if notify:
-                    listeners.emit("signal_backtest", result)
-                yield result
+                    listeners.emit("signal_backtest", transition)
+                yield transition
         finally:
             with self._lock:
                 for key in keys:
