@@ -1,11 +1,14 @@
 """Orders throughput: N order intents through the `orders` queue (real worker, Redis,
-PostgreSQL) to the fake binance server with a per-request latency, via the real ccxt client.
+PostgreSQL) to the venue model (balances, base-asset fees, filters) with a per-request
+latency and lookup lag, via the real ccxt client.
 
-    .venv/bin/python bench/orders.py --intents 1000 --latency-ms 20 --concurrency 4
+    .venv/bin/python bench/orders.py --intents 1000 --latency-ms 20 --lookup-lag-s 1 --ack
 
-Prints intents/s, submit latency p50/p99 (enqueue → recorded fill) and the number of duplicate
+Prints intents/s, latency p50/p99 (enqueue → recorded fill) and the number of duplicate
 exchange orders (orders beyond one per client order id; must be 0). Every submit message is
-sent twice, as a redelivery would.
+sent twice, as a redelivery would. With `--ack` the venue answers every create with an ACK
+(no status), so every intent is resolved by lookups through the lag; the floor printed
+beside it is the same run with FULL answers and no lag.
 """
 
 from __future__ import annotations
@@ -27,16 +30,19 @@ sys.path.insert(0, str(REPO))
 from bench.harness import create_database, drop_database, use_settings  # noqa: E402
 
 
-def run(n: int, latency_ms: float, concurrency: int, redis_db: int = 9) -> dict[str, float]:
-    from bkit.testing import FakeExchange, read_candles_csv
+def run(n: int, latency_ms: float, concurrency: int, redis_db: int = 9, *,
+        lookup_lag_s: float = 1.0, ack: bool = True) -> dict[str, float]:
+    from bkit.testing import read_candles_csv
+    from bkit.venue import Venue, VenueFault
 
     db, db_url = create_database("bkit_bench_orders")
     broker_url = f"redis://127.0.0.1:6379/{redis_db}"
     redis.Redis.from_url(broker_url).flushdb()
     home = Path(f"/tmp/{db}")
     home.mkdir()
-    fake = FakeExchange().start()
+    fake = Venue(balances={"ETH": 10_000_000, "XRP": 0}).start()
     fake.load_candles("XRP/ETH", read_candles_csv(REPO / "bkit/data/XRP_ETH-1m.csv"))
+    fake.set_clock(int(datetime(2019, 10, 12, tzinfo=UTC).timestamp() * 1000))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BKIT_")}
     env.update({"BKIT_HOME": str(home),
                 "BKIT_DATABASE_URL": db_url,
@@ -74,7 +80,11 @@ def run(n: int, latency_ms: float, concurrency: int, redis_db: int = 9) -> dict[
              "order_type": "market", "amount": 100.0, "price": price, "cost": 0.1,
              "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
              "updated_at": now} for i in range(n)])
-    fake.set_latency(latency_ms / 1000)
+    if latency_ms:
+        fake.set_fault("*", VenueFault.timeout(latency_ms / 1000))  # a delay, not a loss
+    fake.set_lookup_lag(lookup_lag_s)
+    if ack:
+        fake.set_response_type("ACK")
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bkit", "worker", "-Q", "orders", "-c",
          str(concurrency), "--loglevel", "WARNING"], cwd=REPO, env=env,
@@ -99,13 +109,14 @@ def run(n: int, latency_ms: float, concurrency: int, redis_db: int = 9) -> dict[
                 OrderIntent.status == "filled")).scalars()]
         latencies = sorted((t - sent_at) * 1000 for t in done_at)
         per_id: dict[str, int] = {}
-        for order in fake.orders:
+        venue_orders = fake.orders()
+        for order in venue_orders:
             per_id[order.client_order_id] = per_id.get(order.client_order_id, 0) + 1
         duplicates = sum(c - 1 for c in per_id.values() if c > 1)
         return {"intents": n, "filled": len(done_at), "intents_per_s": len(done_at) / elapsed,
                 "p50_ms": statistics.quantiles(latencies, n=100)[49],
                 "p99_ms": statistics.quantiles(latencies, n=100)[98],
-                "duplicates": duplicates, "exchange_orders": len(fake.orders)}
+                "duplicates": duplicates, "exchange_orders": len(venue_orders)}
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -120,12 +131,16 @@ def main() -> None:
     parser.add_argument("--intents", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--lookup-lag-s", type=float, default=1.0)
+    parser.add_argument("--ack", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
-    res = run(args.intents, args.latency_ms, args.concurrency)
-    print(f"intents={res['intents']} filled={res['filled']} "
-          f"intents/s={res['intents_per_s']:.1f} submit latency p50={res['p50_ms']:.0f}ms "
-          f"p99={res['p99_ms']:.0f}ms exchange_orders={res['exchange_orders']} "
-          f"duplicates={res['duplicates']}", flush=True)
+    for label, lag, ack in (("venue", args.lookup_lag_s, args.ack), ("floor", 0.0, False)):
+        res = run(args.intents, args.latency_ms, args.concurrency, lookup_lag_s=lag, ack=ack)
+        print(f"{label}: lookup_lag={lag}s ack={ack} intents={res['intents']} "
+              f"filled={res['filled']} intents/s={res['intents_per_s']:.1f} "
+              f"enqueue->fill p50={res['p50_ms']:.0f}ms p99={res['p99_ms']:.0f}ms "
+              f"exchange_orders={res['exchange_orders']} duplicates={res['duplicates']}",
+              flush=True)
 
 
 if __name__ == "__main__":

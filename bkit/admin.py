@@ -86,6 +86,12 @@ class KeyStatus:
     closed_trades: int
     win_count: int
     total_pnl: float
+    #: Broker mode (SPEC §8): the sum of the closed trades' realised PnL (quote units, from
+    #: fills and fees; None when no closed trade has one), the live position's amount held
+    #: (base units) and whether its exit is stuck.
+    realised_pnl: float | None = None
+    amount: float | None = None
+    stuck: bool = False
 
     @property
     def win_rate(self) -> float | None:
@@ -342,14 +348,15 @@ def key_statuses(strategy_name: str | None = None, exchange_name: str | None = N
                               col(SignalRecord.state))
         closed: dict[int, Any] = {row[0]: row[1:] for row in session.execute(
             select(key_id, func.count(), func.sum(case((pnl > 0, 1), else_=0)),
-                   func.coalesce(func.sum(pnl), 0.0))
+                   func.coalesce(func.sum(pnl), 0.0),
+                   func.sum(col(SignalRecord.realised_pnl_cost)))
             .where(state == "closed").group_by(key_id))}
         live = {row.key_id: row for row in session.execute(select(SignalRecord).where(
             state.in_(sorted(LIVE_STATES)))).scalars()}
     out = []
     for key in keys:
         assert key.id is not None
-        count, wins, total = closed.get(key.id, (0, 0, 0.0))
+        count, wins, total, realised = closed.get(key.id, (0, 0, 0.0, None))
         signal = live.get(key.id)
         out.append(KeyStatus(
             key_id=key.id, strategy_name=key.strategy_name, exchange_name=key.exchange_name,
@@ -359,7 +366,10 @@ def key_statuses(strategy_name: str | None = None, exchange_name: str | None = N
             position=None if signal is None else signal.position,
             last_tick_at=key.last_tick_at, last_tick_lag_ms=key.last_tick_lag_ms,
             last_error_at=key.last_error_at, closed_trades=int(count), win_count=int(wins or 0),
-            total_pnl=float(total or 0.0)))
+            total_pnl=float(total or 0.0),
+            realised_pnl=None if realised is None else float(realised),
+            amount=None if signal is None else signal.amount,
+            stuck=bool(signal is not None and signal.stuck)))
     return out
 
 

@@ -18,7 +18,7 @@ from bkit.clock import clock_from_settings
 from bkit.settings import Settings, get_settings
 
 log = logging.getLogger("bkit.celery")
-QUEUES = ("ticks", "orders", "maint")
+QUEUES = ("ticks", "orders", "maint", "backtest")
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def make_app(settings: Settings | None = None) -> Celery:
     clock = clock_from_settings()
     period = clock.wall_seconds(settings.tick_seconds)
     celery_app = Celery("bkit", broker=settings.resolved_broker_url(),
-                        include=["workers.ticks", "workers.orders"])
+                        include=["workers.ticks", "workers.orders", "workers.backtests"])
     celery_app.conf.update(
         task_ignore_result=True,
         result_backend=None,
@@ -66,7 +66,8 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_default_routing_key="ticks",
         task_routes={"bkit.tick": {"queue": "ticks"}, "bkit.tick_batch": {"queue": "ticks"},
                      "bkit.fanout_ticks": {"queue": "ticks"},
-                     "bkit.orders.*": {"queue": "orders"}, "bkit.maint.*": {"queue": "maint"}},
+                     "bkit.orders.*": {"queue": "orders"}, "bkit.maint.*": {"queue": "maint"},
+                     "bkit.backtest.*": {"queue": "backtest"}},
         beat_schedule={
             "fanout-ticks": {"task": "bkit.fanout_ticks", "schedule": timedelta(seconds=period),
                              "options": {"expires": max(1.0, period * 0.9)}},

@@ -326,7 +326,15 @@ def _fill_of(intent: OrderIntent, broker: OrderBroker, order: VenueOrder) -> Ord
     fees = order.fees
     cost = order.filled_cost
     if not fees and order.exchange_order_id:
-        trades = broker.fills(intent.symbol, order.exchange_order_id)
+        try:
+            trades = broker.fills(intent.symbol, order.exchange_order_id)
+        except DefinitiveExchangeError as exc:
+            # The venue will not list the trades (no endpoint, no permission): the fill is
+            # evidence enough; its fees stay unknown (the exit's balance rule covers a base
+            # fee we could not see) and the operator is told.
+            log.warning("intent %s: fees unknown, the venue refused the trade list: %s",
+                        intent.id, exc)
+            trades = []
         fees = fees_of_fills(trades)
         if cost <= 0 and trades:
             cost = sum(t.amount * t.price for t in trades)

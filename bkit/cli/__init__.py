@@ -17,10 +17,13 @@ from bkit.cli.commands import (
     cmd_halt,
     cmd_health,
     cmd_metrics,
+    cmd_reconcile,
     cmd_report,
+    cmd_resolve,
     cmd_set_status,
     cmd_status,
     cmd_strategies,
+    cmd_venue,
     cmd_worker,
 )
 from bkit.cli.demo import cmd_db_upgrade, cmd_demo
@@ -122,6 +125,29 @@ def _admin_commands(sub: argparse._SubParsersAction) -> None:
     health.add_argument("--beat-max-age", type=float, metavar="SECONDS",
                         help="also require beat's schedule file to be this fresh")
     health.set_defaults(func=cmd_health)
+    resolve = sub.add_parser("resolve", parents=[actor], help="end a STUCK position (its "
+                             "exit refused by the venue): --retry or --flat",
+                             description="A position is stuck when the venue kept refusing "
+                             "its exit. --retry sends a fresh exit (after you fixed the "
+                             "cause); --flat records it closed because the account no longer "
+                             "holds the coins. Audited in the event log.")
+    resolve.add_argument("strategy", metavar="STRATEGY")
+    resolve.add_argument("symbol", metavar="SYMBOL")
+    resolve.add_argument("--exchange", metavar="NAME",
+                         help="exchange name (default: the only registered exchange)")
+    how = resolve.add_mutually_exclusive_group(required=True)
+    how.add_argument("--retry", action="store_true", help="send the exit again")
+    how.add_argument("--flat", action="store_true", help="the account is flat: record it")
+    resolve.set_defaults(func=cmd_resolve)
+    reconcile = sub.add_parser("reconcile", help="compare the account's balances and open "
+                               "orders with bkit's positions; exit 1 on any difference")
+    reconcile.add_argument("--json", action="store_true", help="machine-readable output")
+    reconcile.set_defaults(func=cmd_reconcile)
+    from bkit.venue.cli import build_parser as venue_parser
+
+    sub.add_parser("venue", help="serve the simulated Binance venue (balances, fees, filters) "
+                   "to paper-trade the real ccxt path: bkit venue --port 8765",
+                   parents=[venue_parser()], add_help=False).set_defaults(func=cmd_venue)
     sub.add_parser("worker", help="run `celery -A bkit worker ARGS…` under a watchdog that "
                    "kills it (exit 3) when it stops answering pings or its main process "
                    "dies, so docker/systemd restart it", add_help=False)
@@ -143,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--home", help="state folder (default: BKIT_HOME/demo)")
     demo.set_defaults(func=cmd_demo)
     _admin_commands(sub)
+    from bkit.cli.backtest import add_backtest_commands
+
+    add_backtest_commands(sub)
     return parser
 
 
@@ -152,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["worker"]:  # everything after it belongs to `celery worker`
         return cmd_worker(argv[1:])
+    if argv[:1] == ["venue"]:  # everything after it belongs to the venue's own parser
+        from bkit.venue.cli import main as venue_main
+
+        return int(venue_main(argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -7,11 +7,16 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bkit.cli.output import EXIT_ERROR, EXIT_OK, format_table, say
+
+if TYPE_CHECKING:
+    from bkit.admin import KeyStatus
 
 
 def _when(moment: datetime | None) -> str | None:
@@ -112,15 +117,73 @@ def cmd_status(args: argparse.Namespace) -> int:
                f"{': ' + halt.reason if halt.reason else ''} (bkit unhalt to resume)")
     else:
         say("trading: running (not halted)")
-    rows = [(k.strategy_name, k.exchange_name, k.symbol, k.status,
-             None if k.signal_state is None else f"{k.signal_state} {k.position} {k.signal_id}",
+    rows = [(k.strategy_name, k.exchange_name, k.symbol, k.status, _live(k),
              _when(k.last_tick_at),
              format_lag(k.last_tick_lag_ms),
              k.closed_trades, None if k.win_rate is None else f"{k.win_rate:.1f}",
-             f"{k.total_pnl:+.3f}") for k in keys]
+             f"{k.total_pnl:+.3f}",
+             None if k.realised_pnl is None else f"{k.realised_pnl:+.4f}") for k in keys]
     say(format_table(("STRATEGY", "EXCHANGE", "SYMBOL", "STATUS", "LIVE SIGNAL",
-                         "LAST TICK (UTC)", "LAG", "CLOSED", "WIN %", "PNL %"), rows))
+                      "LAST TICK (UTC)", "LAG", "CLOSED", "WIN %", "PNL %",
+                      "REALISED"), rows))
+    stuck = [k for k in keys if k.stuck]
+    if stuck:
+        say(f"{len(stuck)} position(s) STUCK (the venue keeps refusing the exit): check the "
+            "account, then `bkit resolve STRATEGY SYMBOL --retry|--flat`")
     return EXIT_OK
+
+
+def _live(k: KeyStatus) -> str | None:
+    if k.signal_state is None:
+        return None
+    held = "" if k.amount is None else f" {k.amount:.8g}"
+    return f"{'STUCK ' if k.stuck else ''}{k.signal_state} {k.position}{held} {k.signal_id}"
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from bkit.admin import load_registry, resolve_exchange
+    from bkit.ops.resolve import resolve_stuck
+    from bkit.store.engine import get_engine
+
+    exchange = resolve_exchange(load_registry(), args.exchange)
+    how = "retry" if args.retry else "flat"
+    resolve_stuck(get_engine(), args.strategy, exchange, args.symbol, how, actor=args.actor)
+    say(f"{args.strategy} {exchange} {args.symbol}: " + (
+        "exit sent again" if how == "retry" else "recorded closed (account flat)"))
+    return EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from bkit.admin import load_registry
+    from bkit.reconcile import reconcile
+    from bkit.runtime import orders_env
+
+    load_registry()
+    views = reconcile(orders_env())
+    if args.json:
+        say(_json([dataclasses.asdict(v) for v in views]))
+        return EXIT_OK if not any(v.differences or v.error for v in views) else EXIT_ERROR
+    if not views:
+        say("no exchange with an order broker: nothing to reconcile")
+    for view in views:
+        say(f"{view.exchange_name}:" + (f" venue unreadable: {view.error}" if view.error
+                                        else ""))
+        say(format_table(("ASSET", "BKIT HOLDS", "ACCOUNT FREE", "ACCOUNT TOTAL", "SHORT"),
+                         [(a.asset, f"{a.believed:.10g}", f"{a.free:.10g}", f"{a.total:.10g}",
+                           f"{a.shortfall:.10g}" if a.shortfall else "") for a in view.assets]))
+        say(f"open orders on the venue: {len(view.open_orders)}")
+        for diff in view.differences:
+            say(f"  DIFFERENCE {diff.kind}: {diff.message}")
+        for signal_id in view.closed_as_gone:
+            say(f"  closed stuck signal {signal_id}: its coins are gone from the account")
+    bad = any(v.differences or v.error for v in views)
+    return EXIT_ERROR if bad else EXIT_OK
+
+
+def cmd_venue(args: argparse.Namespace) -> int:
+    from bkit.venue.cli import main as venue_main
+
+    return int(venue_main(sys.argv[2:]))  # `bkit venue …`: the venue's own parser reads it
 
 
 def cmd_halt(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Limit entries: the order rests on the exchange (intent `acked`, signal still `opening`,
+"""Limit entries: the order rests on the exchange (intent `open`, signal still `opening`,
 ticks decide nothing), is polled until filled, or is cancelled and rolled back when it rests
 past the entry timeout. Exits stay market orders."""
 
@@ -46,7 +46,7 @@ def test_a_resting_limit_entry_is_polled_until_filled(limit_runtime: Runtime,
                                                       fake: FakeExchange) -> None:  # noqa: F811
     limit_runtime.start_worker("-Q", "orders", concurrency=2)
     intent = _open_intent(fake)
-    wait_until(lambda: _intents("open")[0].status == "acked", 20, message="resting order")
+    wait_until(lambda: _intents("open")[0].status == "open", 20, message="resting order")
     (order,) = fake.orders_for(intent.client_order_id)
     assert order.type == "LIMIT" and order.is_open
     assert float(order.price) == pytest.approx(intent.price, abs=1e-8)  # one tick size
@@ -88,7 +88,7 @@ def test_a_partly_filled_limit_entry_opens_with_what_filled_and_the_exit_sells_t
     limit_runtime.env["BKIT_ORDER_ENTRY_TIMEOUT_SECONDS"] = "3"
     limit_runtime.start_worker("-Q", "orders", concurrency=2)
     intent = _open_intent(fake)
-    wait_until(lambda: _intents("open")[0].status == "acked", 20, message="resting order")
+    wait_until(lambda: _intents("open")[0].status == "open", 20, message="resting order")
     (order,) = fake.orders_for(intent.client_order_id)
     step = Decimal(next(m for m in DEFAULT_MARKETS if m.symbol == SYMBOL).step_size)
     part = (order.quantity * Decimal("0.4") / step).to_integral_value() * step

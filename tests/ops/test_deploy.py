@@ -39,8 +39,9 @@ def test_the_roles_the_issue_asks_for(services: dict[str, dict[str, Any]],
     assert beats == ["beat"]  # exactly one beat
     consumed = {q for c in commands.values() if "-Q" in c
                 for q in c[c.index("-Q") + 1].split(",")}
-    assert consumed == set(celery_facts["queues"]) == {"ticks", "orders", "maint"}
-    assert commands["worker-ticks"][commands["worker-ticks"].index("-Q") + 1] == "ticks,maint"
+    assert consumed == set(celery_facts["queues"]) == {"ticks", "orders", "maint", "backtest"}
+    assert commands["worker-ticks"][commands["worker-ticks"].index("-Q") + 1] == \
+        "ticks,maint,backtest"
     assert commands["worker-ticks"][:2] == commands["worker-orders"][:2] == ["bkit", "worker"]
     assert commands["worker-orders"][commands["worker-orders"].index("-Q") + 1] == "orders"
 
