@@ -68,7 +68,7 @@ def test_position_is_net_of_the_base_fee() -> None:
     fees = (Fee(0.00001, "BTC"),)
     assert net_bought(0.01, fees, "BTC") == pytest.approx(0.00999, abs=1e-15)
     assert net_bought(0.01, (Fee(0.5, "USDT"),), "BTC") == 0.01
-    assert quote_fees(fees + (Fee(0.25, "USDT"), Fee(0.001, "BNB")), "BTC", "USDT",
+    assert quote_fees((*fees, Fee(0.25, "USDT"), Fee(0.001, "BNB")), "BTC", "USDT",
                       50_000.0) == pytest.approx(0.75)
 
 
