@@ -155,7 +155,7 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
         while time.monotonic() < drain_deadline:  # let the orders queue finish in-flight work
             with session_scope(engine) as session:
                 waiting = session.execute(select(func.count()).select_from(OrderIntent).where(
-                    OrderIntent.status.in_(["pending", "sending", "unknown", "acked"]))  # type: ignore
+                    OrderIntent.status.in_(["pending", "sending", "unknown", "acked", "open"]))  # type: ignore
                 ).scalar_one()
             if waiting == 0:
                 break
@@ -197,7 +197,7 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
     result.violations += [f"filled intent {c} has no paper order" for c, s in intents.items()
                           if s == "filled" and c not in set(paper)]
     result.violations += [f"intent {c} still {s}" for c, s in intents.items()
-                          if s in ("pending", "sending", "unknown", "acked")]
+                          if s in ("pending", "sending", "unknown", "acked", "open")]
     drop_database(db)
     redis.Redis.from_url(broker_url).flushdb()
     return result

@@ -574,6 +574,9 @@ class FakeExchange:
             ("GET", ORDER_PATH): lambda: self._get_order(params),
             ("DELETE", ORDER_PATH): lambda: self._cancel_order(params),
             ("GET", "/api/v3/openOrders"): lambda: self._open_orders(params),
+            # The kind fake charges no fees, so an order's trade list has nothing to add:
+            # the venue model (bkit.venue) is the one with commissions per fill.
+            ("GET", "/api/v3/myTrades"): list,
         }
         handler = routes.get((method, path))
         if handler is None:

@@ -126,7 +126,7 @@ def _intent_problems(intents: list[OrderIntent], by_id: dict, fake: Any) -> list
             problems.append(f"intent {intent.id} has {placed} exchange orders")
         if intent.status == "filled" and placed != 1:
             problems.append(f"filled intent {intent.id} has {placed} exchange orders")
-        if intent.status in ("rejected", "abandoned") and placed:
+        if intent.status in ("rejected", "abandoned", "stuck") and placed:
             problems.append(f"{intent.status} intent {intent.id} has an exchange order")
     if fake is not None:
         known = set(ids)

@@ -45,7 +45,7 @@ def _count(action: str) -> int:
 def _in_flight() -> int:
     with session_scope(get_engine()) as session:
         return int(session.execute(select(func.count()).select_from(OrderIntent).where(
-            OrderIntent.status.in_(["pending", "sending", "unknown", "acked"])))  # type: ignore
+            OrderIntent.status.in_(["pending", "sending", "unknown", "acked", "open"])))  # type: ignore
             .scalar_one())
 
 
