@@ -3,8 +3,7 @@ findings): the real ccxt client → the venue model (balances, base-asset fees, 
 partial market fills that expire, lookup lag, client-id reuse after fill, ACK answers), the
 real tick and orders code on PostgreSQL. Each test drives the orders worker's step function
 (`submit_intent`, what the `orders` task runs) in this process so the venue's clock and
-faults can be set between steps; `test_money_path_workers.py` runs the same path on real
-workers.
+faults can be set between steps; `test_orders.py` runs the same code on real workers.
 
 After every test: the venue holds exactly the initial balances plus every fill bkit recorded
 (fees included), no open order bkit does not know, no position bkit believes open that the
