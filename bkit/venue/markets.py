@@ -17,8 +17,9 @@ from bkit.venue.errors import VenueError
 #: Order types a market lists in exchangeInfo (the fake exchange of `bkit.testing` serves these).
 LISTED_ORDER_TYPES = ("LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
 #: Order types the venue implements and lists (ccxt refuses a type missing from `orderTypes`
-#: before sending it; stop orders come with the futures model).
-ORDER_TYPES = ("LIMIT", "LIMIT_MAKER", "MARKET")
+#: before sending it). Binance lists STOP_LOSS and TAKE_PROFIT (stop-market) too; the venue does
+#: not implement them, so ccxt refuses a spot market order with a stop price before sending.
+ORDER_TYPES = ("LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,17 @@ class VenueOrder:
     locked: Decimal = Decimal(0)
     trades: list[VenueTrade] = field(default_factory=list)
     checked_ms: int = 0
+    stop_price: Decimal | None = None
+    working_ms: int = -1
+
+    @property
+    def is_stop(self) -> bool:
+        return self.stop_price is not None
+
+    @property
+    def is_working(self) -> bool:
+        """False while a stop order waits for its trigger (Binance's `isWorking`)."""
+        return self.working_ms >= 0
 
     @property
     def is_open(self) -> bool:
@@ -106,9 +117,10 @@ class VenueOrder:
 
     def query_answer(self) -> dict[str, Any]:
         """`GET /api/v3/order` (and each `openOrders` row)."""
-        return {**self._common(), **self._state(), "stopPrice": s8(None),
+        return {**self._common(), **self._state(), "stopPrice": s8(self.stop_price),
                 "icebergQty": s8(self.iceberg_qty), "time": self.time_ms,
-                "updateTime": self.update_ms, "isWorking": True, "workingTime": self.time_ms,
+                "updateTime": self.update_ms, "isWorking": self.is_working,
+                "workingTime": self.working_ms,
                 "origQuoteOrderQty": s8(self.quote_order_qty),
                 "selfTradePreventionMode": self.stp_mode}
 
@@ -122,7 +134,9 @@ class VenueOrder:
                        "executedQty": state.pop("executedQty"),
                        "origQuoteOrderQty": s8(self.quote_order_qty),
                        "cummulativeQuoteQty": state.pop("cummulativeQuoteQty"), **state,
-                       "workingTime": self.time_ms})
+                       "workingTime": self.working_ms})
+        if self.stop_price is not None:
+            answer["stopPrice"] = s8(self.stop_price)
         if self.iceberg_qty is not None:
             answer["icebergQty"] = s8(self.iceberg_qty)
         if response_type == "FULL":

@@ -2,8 +2,9 @@
 
 `SpotEngine` holds markets, balances, the order log, trades and prices, and implements every
 `/api/v3/...` endpoint as a method taking the request's parameters and returning Binance's JSON
-(or raising `VenueError`). It is not thread-safe: `Venue` calls it under one lock. Futures get a
-sibling engine later; nothing here knows about HTTP.
+(or raising `VenueError`). It is not thread-safe: `Venue` calls it under one lock. Stop orders
+(`bkit.venue.stops`) wait untriggered, locking what they may spend; futures live in a sibling
+engine (`bkit.venue.futures`); nothing here knows about HTTP.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bkit.venue.markets import (
 from bkit.venue.matching import apply_fill, buy_reserve, crossed, finish, taker_price
 from bkit.venue.orders import RESPONSE_TYPES, VenueOrder, VenueTrade, s8
 from bkit.venue.prices import PriceBook, aggregate, kline_row
+from bkit.venue.stops import SPOT_STOP_TYPES, STOP_IMMEDIATE_SPOT, marketable, reached, scan
 
 MAX_KLINES_LIMIT = 1000
 RATE_LIMITS = [
@@ -122,10 +124,36 @@ class SpotEngine:
                 continue
             candles = self.prices.closed(order.market_id, now, since_ms=order.checked_ms)
             current = self.prices.current(order.market_id, now)
+            if not order.is_working:
+                if not self._trigger(order, candles, current, now):
+                    if candles:
+                        order.checked_ms = max(order.checked_ms, candles[-1].timestamp + 1)
+                    continue
+                if not order.is_open:
+                    continue
+                candles = self.prices.closed(order.market_id, now, since_ms=order.checked_ms)
             if crossed(order, current, candles) and order.price is not None:
                 self._record(order, order.price, order.remaining, maker=True)
             if candles:
                 order.checked_ms = max(order.checked_ms, candles[-1].timestamp + 1)
+
+    def _trigger(self, order: VenueOrder, candles: list[Any], current: Decimal | None,
+                 now: int) -> bool:
+        """Trigger a waiting stop order if the price reached its stop: it starts working as a
+        limit order and takes at once if marketable at the trigger price. True if triggered."""
+        assert order.stop_price is not None and order.price is not None
+        hit = scan(order.type, order.side, order.stop_price, candles, current)
+        if hit is None:
+            return False
+        order.working_ms = now
+        order.update_ms = now
+        if hit.candle_ms is not None:
+            order.checked_ms = hit.candle_ms + 1  # later candles may still cross the limit
+        if marketable(order.side, order.price, hit.price):
+            spec = self.markets[order.market_id]
+            fill = taker_price(spec, order.side, hit.price, self.slippage, limit=order.price)
+            self._record(order, fill, order.remaining, maker=False)
+        return True
 
     def fill_order(self, client_order_id: str, price: Decimal | None,
                    fraction: Decimal) -> None:
@@ -156,12 +184,16 @@ class SpotEngine:
         if response_type not in RESPONSE_TYPES:
             raise VenueError(400, -1136, "Invalid newOrderRespType.")
         market = kind == "MARKET"
+        stop = kind in SPOT_STOP_TYPES
+        stop_price = _decimal(params, "stopPrice") if stop else None
+        if stop and stop_price is None:
+            raise VenueError.missing("stopPrice")
         price = None if market else _decimal(params, "price")
         quantity = _decimal(params, "quantity")
         quote_qty = _decimal(params, "quoteOrderQty") if market else None
         if not market and price is None:
             raise VenueError.missing("price")
-        if kind == "LIMIT" and not params.get("timeInForce"):
+        if kind in ("LIMIT", *SPOT_STOP_TYPES) and not params.get("timeInForce"):
             raise VenueError.missing("timeInForce")
         if quantity is None and quote_qty is None:
             raise VenueError.missing("quantity")
@@ -184,7 +216,11 @@ class SpotEngine:
             check_price(spec, price)
             check_quantity(spec, quantity, market=False)
             check_notional(spec, price * quantity, market=False)
-            if current is not None and crossed_now(side, price, current):
+            if stop_price is not None:
+                check_price(spec, stop_price)
+                if current is not None and reached(kind, side, stop_price, current):
+                    raise VenueError(400, -2010, STOP_IMMEDIATE_SPOT)
+            elif current is not None and crossed_now(side, price, current):
                 if kind == "LIMIT_MAKER":
                     raise VenueError(400, -2010, "Order would immediately match and take.")
                 fill_price = taker_price(spec, side, current, self.slippage, limit=price)
@@ -205,7 +241,8 @@ class SpotEngine:
             time_in_force=params.get("timeInForce", "GTC").upper(),
             quote_order_qty=quote_qty or Decimal(0), iceberg_qty=_decimal(params, "icebergQty"),
             stp_mode=params.get("selfTradePreventionMode", "EXPIRE_MAKER").upper(),
-            update_ms=now, locked_asset=reserve_asset, locked=reserve, checked_ms=now)
+            update_ms=now, locked_asset=reserve_asset, locked=reserve, checked_ms=now,
+            stop_price=stop_price, working_ms=-1 if stop else now)
         self.orders.append(order)
         if market:
             assert fill_price is not None
