@@ -150,4 +150,5 @@ def test_stop_order_answers_have_the_captured_keys(holder: Venue, client: Any,
     assert set(placed["info"]) - set(captured["createOrder"][0]["httpResponse"]) == {"stopPrice"}
     order = client.fetch_order(placed["id"], "BTC/USDT")
     assert set(order["info"]) == set(reference["httpResponse"])
-    assert shape_diff(reference["parsedResponse"], order) == []
+    # the captured order is a filled one: an open stop has no last trade (None there is ccxt's)
+    assert shape_diff(reference["parsedResponse"], order, allow_none=True) == []
