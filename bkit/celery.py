@@ -83,6 +83,9 @@ def make_app(settings: Settings | None = None) -> Celery:
     if settings.resolved_broker_url().startswith("filesystem"):
         # kombu's filesystem transport with atomic publishing (see bkit.fs_transport).
         celery_app.conf.broker_transport = "bkit.fs_transport:Transport"
+    elif settings.resolved_broker_url().startswith("redis://"):
+        # kombu's Redis transport that survives a Redis restart (see bkit.redis_transport).
+        celery_app.conf.broker_transport = "bkit.redis_transport:Transport"
     settings.home.mkdir(parents=True, exist_ok=True)
     return celery_app
 

@@ -35,6 +35,7 @@ from bkit.orders import RETRYABLE, OrdersEnv, submit_intent
 from bkit.reconcile import reconcile
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.tables import EventRecord, OrderIntent, SignalRecord
+from bkit.testing.ledger import venue_problems
 from bkit.venue import Venue, VenueFault
 from tests.integration.conftest import Runtime
 from tests.unit.spec_oracle import spec_pnl
@@ -146,39 +147,9 @@ def money(make_runtime: Callable[..., Runtime], pg_url: str) -> Iterator[Money]:
 
 
 def assert_venue_agrees(venue: Venue) -> None:
-    """The four end-of-run checks of issue 11 (D)."""
-    all_intents = intents()
-    balances = venue.balances()
-    # 1. balances = initial + every fill bkit recorded (fees included), to the step
-    usdt = START_USDT
-    btc = Decimal("0")
-    for intent in all_intents:
-        if not intent.filled_amount:
-            continue
-        filled = Decimal(repr(intent.filled_amount))
-        cost = Decimal(repr(intent.filled_cost or 0.0))
-        base_fee = Decimal(repr(intent.base_fee or 0.0))
-        quote_fee = Decimal(repr(intent.fees_paid_quote or 0.0))
-        if intent.side == "buy":
-            btc += filled - base_fee
-            usdt -= cost + quote_fee
-        else:
-            btc -= filled + base_fee
-            usdt += cost - quote_fee
-    total = {asset: free + locked for asset, (free, locked) in balances.items()}
-    assert abs(total.get("BTC", Decimal(0)) - btc) <= Decimal("0.00001"), (total, btc)
-    assert abs(total.get("USDT", Decimal(0)) - usdt) <= Decimal("0.01"), (total, usdt)
-    # 2. no open order bkit does not know (as in flight)
-    in_flight = {i.client_order_id for i in all_intents if i.status in RETRYABLE}
-    assert {o.client_order_id for o in venue.open_orders()} <= in_flight
-    # 3. no position bkit believes open that the venue does not hold
-    with session_scope(get_engine()) as session:
-        held = sum(r.amount or 0.0 for r in session.execute(select(SignalRecord).where(
-            SignalRecord.state.in_(["opened", "closing"]))).scalars())  # type: ignore
-    assert Decimal(repr(held)) <= total.get("BTC", Decimal(0)) + Decimal("0.00001")
-    # 4. no order placed twice for one intent
-    for intent in all_intents:
-        assert len(venue.orders_for(intent.client_order_id)) <= 1, intent.client_order_id
+    """The four end-of-run checks of issue 11 (D): balances = initial + recorded fills, no
+    unknown open order, no position the venue does not hold, no order twice."""
+    assert venue_problems(get_engine(), venue, {"USDT": START_USDT, "BTC": 0}) == []
 
 
 def open_long(money: Money, minute: int = 0) -> SignalRecord:
