@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import runpy
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -172,24 +173,26 @@ def test_cli_backtest_in_process_ranks_and_writes_one_merged_report(
     assert bad.func(bad) == 2
 
 
-def test_cli_backtest_on_workers_stores_results_once(tmp_path: Path) -> None:
-    """The Celery task path, run eagerly: each task writes its rows, the CLI merges them."""
-    import workers.backtests  # noqa: F401  registers the task
+def test_cli_backtest_on_workers_stores_results_once(
+        backtest_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        celery_worker: Callable[..., str]) -> None:
+    """The Celery task path on a real worker process (embedded SQLite + filesystem broker
+    under the test's BKIT_HOME): each task writes its rows once, the CLI merges them."""
     from bkit.backtest.store import count_rows
-    from bkit.celery import app
     from bkit.store.engine import get_engine
 
-    app.conf.task_always_eager = True
-    try:
-        args = _parser().parse_args([
-            "backtest", "cli-long", "--module", STRATEGY_MODULE, "--symbols", "XRP/ETH",
-            "UNITTEST/BTC", "--start", "2019-10-11T00:10", "--end", "2019-10-11T12:00",
-            "--workers", "--out", str(tmp_path), "--quiet", "--timeout", "30"])
-        assert args.func(args) == 0
-    finally:
-        app.conf.task_always_eager = False
-    run_id = next(tmp_path.iterdir()).name
+    celery_worker(strategies=STRATEGY_MODULE)
+    out = tmp_path / "out"
+    args = _parser().parse_args([
+        "backtest", "cli-long", "--module", STRATEGY_MODULE, "--symbols", "XRP/ETH",
+        "UNITTEST/BTC", "--start", "2019-10-11T00:10", "--end", "2019-10-11T12:00",
+        "--workers", "--out", str(out), "--quiet", "--timeout", "40"])
+    assert args.func(args) == 0
+    run_id = next(out.iterdir()).name
     assert count_rows(get_engine(), run_id) == 2
+    report = out / run_id / "report.md"
+    assert "Ranked by `sharpe_ratio`" in report.read_text() and "cli-long" in report.read_text()
+    assert report.with_suffix(".html").read_text().startswith("<!DOCTYPE html>")
 
 
 def test_cli_download_fills_the_cache(backtest_home: Path,
