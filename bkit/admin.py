@@ -208,6 +208,23 @@ def _check_symbols(symbols: Sequence[str]) -> list[str]:
     return cleaned
 
 
+def _check_sizes(registry: Registry, strategy_name: str, exchange_name: str,
+                 symbols: Sequence[str], explicit_cost: bool) -> None:
+    from bkit.broker.registry import broker_for
+    from bkit.core.orders import default_cost_problem
+
+    if explicit_cost or registry.strategy(strategy_name).sizing_name is not None:
+        return
+    if broker_for(exchange_name) is None:
+        return  # signals only: no order is ever sent
+    config = get_config()
+    problems = [p for p in (default_cost_problem(s, False, config.CC_POSITION_ENTRY_COST)
+                            for s in symbols) if p]
+    if problems:
+        raise AdminError("refused: " + "; ".join(problems) + ". Enable with --explicit-cost "
+                         "once every signal of the strategy sets `cost` in the quote coin")
+
+
 def _admin_event(key: StrategySymbol | None, actor: str, message: str, now: datetime,
                  action: str | None = None, **payload: object) -> EventRecord:
     return EventRecord(key_id=None if key is None else key.id, kind="admin", action=action,
@@ -220,9 +237,13 @@ def _admin_event(key: StrategySymbol | None, actor: str, message: str, now: date
 
 def enable_keys(strategy_name: str, symbols: Sequence[str], exchange_name: str | None = None,
                 *, actor: str, engine: Engine | None = None,
-                registry: Registry | None = None) -> ChangeReport:
+                registry: Registry | None = None, explicit_cost: bool = False
+                ) -> ChangeReport:
     """Create the keys as enabled, or re-enable existing ones (from disabled, draining or
-    paused). Symbols the exchange is known not to serve are refused before any write."""
+    paused). Symbols the exchange is known not to serve are refused before any write, and so
+    is a symbol quoted in a coin that is not a USD stablecoin when orders go to a broker and
+    the strategy has no sizing, unless `explicit_cost` says its signals carry their own
+    `cost` in that coin (SPEC §8: a default cost never becomes an absurd order)."""
     registry = registry or REGISTRY
     check_strategy(registry, strategy_name)
     exchange_name = resolve_exchange(registry, exchange_name)
@@ -234,6 +255,7 @@ def enable_keys(strategy_name: str, symbols: Sequence[str], exchange_name: str |
             raise UnknownTargetError(
                 f"exchange {exchange_name!r} has no symbol {', '.join(map(repr, unknown))} "
                 f"(known: {', '.join(sorted(served))})")
+    _check_sizes(registry, strategy_name, exchange_name, wanted, explicit_cost)
     engine = _engine(engine)
     changes: list[KeyChange] = []
     existing: list[int] = []

@@ -65,6 +65,27 @@ def _intent_ids(session: object, exchange_name: str) -> tuple[set[str], set[str]
     return in_flight, {cid for cid, status in rows if status not in RETRYABLE}
 
 
+def _fills_left(session: object, exchange_name: str) -> dict[str, float]:
+    """Per base asset: what bkit's own fills left in the account (buys net of base-asset
+    fees − sells − the dust recorded on closed signals)."""
+    left: dict[str, float] = {}
+    rows = session.execute(select(OrderIntent).where(  # type: ignore[attr-defined]
+        OrderIntent.exchange_name == exchange_name,
+        OrderIntent.filled_amount > 0)).scalars()  # type: ignore[operator]
+    for intent in rows:
+        base = base_of(intent.symbol)
+        filled, fee = float(intent.filled_amount or 0.0), float(intent.base_fee or 0.0)
+        left[base] = left.get(base, 0.0) + (filled - fee if intent.side == "buy"
+                                            else -filled - fee)
+    dust = session.execute(select(SignalRecord).where(  # type: ignore[attr-defined]
+        SignalRecord.exchange_name == exchange_name, SignalRecord.state == "closed",
+        SignalRecord.dust > 0)).scalars()  # type: ignore[operator]
+    for record in dust:
+        base = base_of(record.symbol)
+        left[base] = left.get(base, 0.0) - float(record.dust or 0.0)
+    return left
+
+
 def _symbols(session: object, exchange_name: str) -> list[str]:
     keys = session.execute(select(StrategySymbol.symbol).where(  # type: ignore[attr-defined]
         StrategySymbol.exchange_name == exchange_name).distinct()).scalars()
@@ -102,9 +123,11 @@ def compare_exchange(env: OrdersEnv, exchange_name: str) -> ExchangeView | None:
     with session_scope(env.engine) as session:  # the database after the venue
         positions = _held(session, exchange_name)
         in_flight, final = _intent_ids(session, exchange_name)
+        left = _fills_left(session, exchange_name)
     view.assets, view.open_orders = asset_views(balances, positions), orders
     differences = compare(exchange_name, balances, positions, orders, in_flight, final,
-                          tolerance={a: s * 1.000001 for a, s in steps.items()})
+                          tolerance={a: s * 1.000001 for a, s in steps.items()},
+                          fills_left=left)
     suspects = {d.data["client_order_id"] for d in differences if "client_order_id" in d.data}
     if suspects:  # read them again: an intent may have committed since
         with session_scope(env.engine) as session:

@@ -71,6 +71,9 @@ def _admin_commands(sub: argparse._SubParsersAction) -> None:
     enable.add_argument("symbols", metavar="SYMBOL", nargs="+")
     enable.add_argument("--exchange", metavar="NAME",
                         help="exchange name (default: the only registered exchange)")
+    enable.add_argument("--explicit-cost", action="store_true",
+                        help="the strategy's signals set `cost` in the quote coin (needed to "
+                        "trade a symbol not quoted in a USD stablecoin through a broker)")
     enable.set_defaults(func=cmd_enable)
     _key_command(sub, "disable", "stop ticking keys now (refused while a position is open "
                  "unless --force; see drain)", "disabled", actor, force=True)

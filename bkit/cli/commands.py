@@ -90,7 +90,7 @@ def cmd_enable(args: argparse.Namespace) -> int:
     from bkit.admin import enable_keys, load_registry
 
     report = enable_keys(args.strategy, args.symbols, args.exchange, actor=args.actor,
-                         registry=load_registry())
+                         registry=load_registry(), explicit_cost=args.explicit_cost)
     return _print_changes(report, "enable")
 
 

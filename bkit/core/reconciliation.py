@@ -65,12 +65,27 @@ def asset_views(balances: dict[str, tuple[float, float]], positions: Iterable[He
 def compare(exchange_name: str, balances: dict[str, tuple[float, float]],
             positions: list[HeldPosition], open_orders: list[VenueOrder],
             in_flight_ids: set[str], final_ids: set[str], *, prefix: str = "bk",
-            tolerance: dict[str, float] | None = None) -> list[Difference]:
+            tolerance: dict[str, float] | None = None,
+            fills_left: dict[str, float] | None = None) -> list[Difference]:
     """Every difference on one exchange. `in_flight_ids`: client ids of intents the orders
     worker still acts on; `final_ids`: those of intents that ended. `tolerance`: per asset,
-    what a shortfall may be without counting (the step size: rounding is not a loss)."""
+    what a shortfall may be without counting (the step size: rounding is not a loss).
+    `fills_left`: per asset, what bkit's own fills left in the account (buys net of
+    base-asset fees − sells − recorded dust): more than the open positions claim, while the
+    account does hold it, is a surplus our fills explain that no position claims."""
     differences = []
     tolerance = tolerance or {}
+    claimed = {v.asset: v.believed for v in asset_views(balances, positions)}
+    for asset, left in sorted((fills_left or {}).items()):
+        unclaimed = left - claimed.get(asset, 0.0)
+        total = balances.get(asset, (0.0, 0.0))[1]
+        allowed = tolerance.get(asset, 1e-12)
+        if unclaimed > allowed and total + allowed >= claimed.get(asset, 0.0) + unclaimed:
+            differences.append(Difference(
+                "unclaimed_fills", exchange_name,
+                f"{exchange_name}: bkit's own fills left {unclaimed:.10g} {asset} in the "
+                "account that no open position claims",
+                {"asset": asset, "unclaimed": unclaimed, "total": total}))
     for view in asset_views(balances, positions):
         if view.shortfall > tolerance.get(view.asset, 1e-12):
             differences.append(Difference(

@@ -57,6 +57,9 @@ class StrategySchema:
     risk_name: str | None = None
     callbacks: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     note: str = ""
+    #: The sizing that turns a signal into a cost (SPEC §11); None: the signal's `cost`,
+    #: else CC_POSITION_ENTRY_COST.
+    sizing_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,9 @@ def add_exchange(exchange_name: str, get_candles: GetCandles,
 
 def add_strategy(strategy_name: str, get_signal: Callable[..., Any], interval: str = "1m",
                  risk_name: str | None = None, callbacks: Any = None,
-                 note: str = "") -> StrategySchema:
-    """Register a strategy. `interval` (1m 3m 5m 15m 30m 1h) throttles `get_signal`."""
+                 note: str = "", sizing_name: str | None = None) -> StrategySchema:
+    """Register a strategy. `interval` (1m 3m 5m 15m 30m 1h) throttles `get_signal`;
+    `sizing_name` names the sizing (SPEC §11) that sizes its entries."""
     _check_name("strategy", strategy_name)
     _check_callable(f"strategy {strategy_name}: get_signal", get_signal)
     if interval not in SIGNAL_INTERVAL_MINUTES:
@@ -181,9 +185,11 @@ def add_strategy(strategy_name: str, get_signal: Callable[..., Any], interval: s
             f"{', '.join(SIGNAL_INTERVAL_MINUTES)}")
     if risk_name is not None:
         _check_name("risk", risk_name)
+    if sizing_name is not None:
+        _check_name("sizing", sizing_name)
     schema = StrategySchema(strategy_name, get_signal, interval, risk_name,
                             _check_callbacks(f"strategy {strategy_name}", callbacks,
-                                             STRATEGY_CALLBACKS), str(note))
+                                             STRATEGY_CALLBACKS), str(note), sizing_name)
     REGISTRY._add(REGISTRY.strategies, "strategy", strategy_name, schema)
     return schema
 

@@ -359,6 +359,20 @@ def test_stop_loss_records_the_real_fill_beside_the_signal_pnl(money: Money) -> 
 
 
 # --- reconciliation ----------------------------------------------------------------------
+def test_reconciliation_is_clean_after_trades_with_dust(money: Money) -> None:
+    money.venue.set_fill_fraction(0.4)  # an expired partial exit, then the remainder
+    open_long(money)
+    Live.close_position(SYMBOL, STRATEGY, EXCHANGE)
+    money.tick(1)
+    money.drive()
+    money.venue.set_fill_fraction(1.0)
+    assert signal().state == "closed"
+    open_long(money, minute=2)
+    views = reconcile(money.env)
+    assert [d for v in views for d in v.differences] == []
+    assert views[0].assets[0].believed == pytest.approx(0.00999, abs=1e-12)
+
+
 def test_reconciliation_reports_orphans_and_shortfalls(money: Money) -> None:
     open_long(money)
     from tests.venue.conftest import make_client

@@ -182,3 +182,21 @@ def test_key_status_figures_match_the_live_statistics(pg_ops: OpsEnv) -> None:
     overview = {i.strategy_name: i for i in admin.strategies_overview(registry=REGISTRY)}
     assert sorted(k.symbol for k in overview[STRATEGY].keys) == sorted([XRP, BTC])
     assert overview[QUIET].interval == "1m"
+
+
+def test_enable_refuses_a_default_cost_on_a_non_usd_quote_with_a_broker(pg_ops: OpsEnv) -> None:
+    from bkit.broker import Broker
+    from bkit.broker.paper_broker import PaperBroker
+
+    Broker.use(EXCHANGE, PaperBroker(pg_ops.engine, exchange_name=EXCHANGE))
+    try:
+        before = _counts(pg_ops)
+        with pytest.raises(admin.AdminError, match=r"XRP/ETH is quoted in ETH.*--explicit-cost"):
+            admin.enable_keys(STRATEGY, [XRP], EXCHANGE, actor="t")
+        assert _counts(pg_ops) == before  # nothing written
+        report = admin.enable_keys(STRATEGY, [XRP], EXCHANGE, actor="t", explicit_cost=True)
+        assert [c.symbol for c in report.changes] == [XRP]
+    finally:
+        Broker.clear()
+    # signals only (no broker): nothing is ever sent, nothing to refuse
+    assert admin.enable_keys(STRATEGY, [BTC], EXCHANGE, actor="t").changes

@@ -134,3 +134,18 @@ def test_reconciliation_reports_shortfalls_and_orphans_not_the_users_coins() -> 
     # a shortfall within the step is rounding, not a loss
     assert compare("x", {"BTC": (0.019995, 0.019995)}, held, [], set(), set(),
                    tolerance={"BTC": 0.00001}) == []
+
+
+def test_a_surplus_our_fills_explain_and_no_position_claims_is_a_difference() -> None:
+    held = [HeldPosition(1, "s1", "x", "BTC/USDT", "BTC", 0.01)]
+    # our fills left 0.03 BTC, one open position claims 0.01, the account has 0.05
+    diffs = compare("x", {"BTC": (0.05, 0.05)}, held, [], set(), set(),
+                    fills_left={"BTC": 0.03}, tolerance={"BTC": 0.00001})
+    assert [(d.kind, round(d.data["unclaimed"], 10)) for d in diffs] == [
+        ("unclaimed_fills", 0.02)]
+    # the user's own coins (more than our fills left) are not a difference
+    assert compare("x", {"BTC": (5.0, 5.0)}, held, [], set(), set(),
+                   fills_left={"BTC": 0.01}, tolerance={"BTC": 0.00001}) == []
+    # if the account does not hold the unclaimed coins, the shortfall rule speaks instead
+    assert compare("x", {"BTC": (0.01, 0.01)}, held, [], set(), set(),
+                   fills_left={"BTC": 0.03}, tolerance={"BTC": 0.00001}) == []
