@@ -130,7 +130,8 @@ def _intent_problems(intents: list[OrderIntent], by_id: dict, fake: Any) -> list
             problems.append(f"{intent.status} intent {intent.id} has an exchange order")
     if fake is not None:
         known = set(ids)
-        for order in fake.orders:
+        orders = fake.orders() if callable(fake.orders) else fake.orders  # venue / fake
+        for order in orders:
             if order.client_order_id.startswith("bk") and order.client_order_id not in known:
                 problems.append(f"exchange order {order.client_order_id} has no intent")
     return problems

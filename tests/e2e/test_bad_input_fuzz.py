@@ -245,7 +245,8 @@ class Feed:
 
 def always_long(symbol: str, when: datetime, price: float) -> dict[str, Any]:
     return {"position": "long", "price_take_profit": price * 1.01,
-            "price_stop_loss": price * 0.99, "minute_estimated_time": 30}
+            "price_stop_loss": price * 0.99, "minute_estimated_time": 30,
+            "cost": 0.1}  # in the quote coin (ETH): no default USD cost on a non-USD quote
 
 
 @pytest.fixture

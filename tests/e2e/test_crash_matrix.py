@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -25,14 +26,34 @@ from bkit.store.engine import dispose_all, get_engine, session_scope
 from bkit.store.keys import ensure_key
 from bkit.store.migrations import upgrade
 from bkit.store.tables import EventRecord, OrderIntent
-from bkit.testing import FakeExchange
+from bkit.testing import read_candles_csv
 from bkit.testing.invariants import check_invariants
+from bkit.testing.ledger import venue_problems
 from bkit.testing.tcp_proxy import TcpProxy
+from bkit.venue import Venue
 from tests.e2e.conftest import SYMBOLS
-from tests.integration.conftest import Runtime, wait_until
+from tests.integration.conftest import REPO, Runtime, wait_until
 
 pytestmark = pytest.mark.integration
 WORKER = ("-Q", "ticks,orders,maint", "-B")
+#: The venue's account at the start: coins to pay for entries in both quote currencies.
+INITIAL = {"ETH": "1000", "BTC": "100", "XRP": "0", "UNITTEST": "0"}
+
+
+@pytest.fixture
+def fake() -> Iterator[Venue]:
+    """The crash matrix trades on the venue model, not the kind fake: balances, the buy fee
+    taken in the coin bought, step sizes and minimum notionals, a lookup lag after every
+    acceptance; the replay clock (set in `_start`) drives its prices."""
+    xrp = read_candles_csv(REPO / "bkit/data/XRP_ETH-1m.csv")
+    btc = read_candles_csv(REPO / "bkit/data/UNITTEST_BTC-1m.csv")
+    shift = xrp[0].timestamp - btc[0].timestamp
+    with Venue(balances=INITIAL) as venue:
+        venue.load_candles("XRP/ETH", xrp)
+        venue.load_candles("UNITTEST/BTC", [replace(c, timestamp=c.timestamp + shift)
+                                            for c in btc])
+        venue.set_lookup_lag(0.5)
+        yield venue
 PG_CLUSTER = ["pg_ctlcluster", "--skip-systemctl-redirect"]
 
 
@@ -50,7 +71,7 @@ def _in_flight() -> int:
 
 
 def _start(make_runtime: Callable[..., Runtime], pg_url: str, redis_url: str,
-           fake: FakeExchange, monkeypatch: pytest.MonkeyPatch, **env: str) -> Runtime:
+           fake: Venue, monkeypatch: pytest.MonkeyPatch, **env: str) -> Runtime:
     monkeypatch.setenv("FAKE_EXCHANGE_URL", fake.base_url)
     runtime = make_runtime(pg_url, redis_url, speed=60.0, lease_seconds=3.0,
                            strategies="tests.e2e.crash_strategies")
@@ -59,6 +80,8 @@ def _start(make_runtime: Callable[..., Runtime], pg_url: str, redis_url: str,
                         "BKIT_ORDER_SEND_LEASE_SECONDS": "3",
                         "BKIT_ORDER_BACKOFF_MAX_SECONDS": "2", "BKIT_RELAY_SECONDS": "2",
                         **env})
+    clock = clock_from_settings()  # the runtime's replay clock drives the venue's prices
+    fake.set_clock(lambda: int(clock.now().timestamp() * 1000))
     engine = get_engine()
     upgrade(engine)
     for symbol in SYMBOLS:
@@ -73,7 +96,7 @@ def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _settle_and_check(runtime: Runtime, fake: FakeExchange, opened_before: int) -> None:
+def _settle_and_check(runtime: Runtime, fake: Venue, opened_before: int) -> None:
     """Let the system carry on after the fault, stop it, and check every invariant."""
     wait_until(lambda: _count("opened") >= opened_before + 2 and _count("closed") >= 2, 90,
                message="trading resumes after the fault")
@@ -84,7 +107,9 @@ def _settle_and_check(runtime: Runtime, fake: FakeExchange, opened_before: int) 
     problems = check_invariants(get_engine(), fake=fake, monitored_since=monitored_since,
                                 risk_strategies={"crash-long"})
     assert problems == []
-    assert fake.orders, "orders reached the exchange"
+    assert fake.orders(), "orders reached the exchange"
+    # the account holds exactly what bkit's recorded fills say, to the step
+    assert venue_problems(get_engine(), fake, INITIAL) == []
 
 
 CRASH_POINTS = ["tick.before_writeback", "tick.after_commit", "submit.before_send",
@@ -95,7 +120,7 @@ CRASH_POINTS = ["tick.before_writeback", "tick.after_commit", "submit.before_sen
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_sigkill_at_each_instant_loses_nothing_and_duplicates_nothing(
         make_runtime: Callable[..., Runtime], pg_url: str, redis_broker_url: str,
-        fake: FakeExchange, monkeypatch: pytest.MonkeyPatch, point: str, scope: str) -> None:
+        fake: Venue, monkeypatch: pytest.MonkeyPatch, point: str, scope: str) -> None:
     spec = point if scope == "child" else f"{point}@main"
     runtime = _start(make_runtime, pg_url, redis_broker_url, fake, monkeypatch,
                      BKIT_CRASH_POINTS=spec)
@@ -112,7 +137,7 @@ def test_sigkill_at_each_instant_loses_nothing_and_duplicates_nothing(
 
 def test_hard_time_limit_kills_a_slow_tick_and_the_key_carries_on(
         make_runtime: Callable[..., Runtime], pg_url: str, redis_broker_url: str,
-        fake: FakeExchange, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake: Venue, monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = _start(make_runtime, pg_url, redis_broker_url, fake, monkeypatch,
                      CRASH_SLOW_TICK_SECONDS="8", BKIT_TICK_SOFT_LIMIT="1.5",
                      BKIT_TICK_HARD_LIMIT="2")
@@ -126,7 +151,7 @@ def test_hard_time_limit_kills_a_slow_tick_and_the_key_carries_on(
 
 def test_two_beats_at_once_tick_each_minute_once(
         make_runtime: Callable[..., Runtime], pg_url: str, redis_broker_url: str,
-        fake: FakeExchange, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake: Venue, monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = _start(make_runtime, pg_url, redis_broker_url, fake, monkeypatch)
     runtime.start_worker(*WORKER, "-s", str(runtime.home / "beat1"))
     runtime.start_worker(*WORKER, "-s", str(runtime.home / "beat2"))
@@ -142,12 +167,12 @@ def test_two_beats_at_once_tick_each_minute_once(
 
 def test_orders_worker_down_for_minutes_then_back(
         make_runtime: Callable[..., Runtime], pg_url: str, redis_broker_url: str,
-        fake: FakeExchange, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake: Venue, monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = _start(make_runtime, pg_url, redis_broker_url, fake, monkeypatch)
     runtime.start_worker("-Q", "ticks,maint", "-B", "-s", str(runtime.home / "beat1"))
     wait_until(lambda: _in_flight() >= 2, 30, message="entries waiting in the outbox")
     time.sleep(6)  # six market minutes with nobody sending orders
-    assert fake.orders == []
+    assert fake.orders() == []
     runtime.start_worker("-Q", "orders", "-s", str(runtime.home / "beat2"))
     _settle_and_check(runtime, fake, 0)
 
@@ -176,7 +201,7 @@ def _restart_postgres() -> None:
                          ids=["redis_restart", "postgres_restart"])
 def test_broker_or_database_restart_mid_run(
         make_runtime: Callable[..., Runtime], pg_url: str, redis_broker_url: str,
-        fake: FakeExchange, monkeypatch: pytest.MonkeyPatch,
+        fake: Venue, monkeypatch: pytest.MonkeyPatch,
         restart: Callable[[], None]) -> None:
     # The worker runs as deployed: `bkit worker` (its watchdog) restarted whenever it exits.
     # Known: kombu's Redis transport can wedge a consumer on reconnect (AttributeError in
@@ -194,7 +219,7 @@ def test_broker_or_database_restart_mid_run(
 
 def test_broker_connection_loss_mid_run_is_survived_without_a_restart(
         make_runtime: Callable[..., Runtime], pg_url: str, redis_broker_url: str,
-        fake: FakeExchange, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake: Venue, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every broker connection is reset and new ones refused for a while (a network cut, not
     a restart: Redis keeps its queues). The same worker process must reconnect by itself."""
     redis_port = urlsplit(redis_broker_url).port or 6379
