@@ -1,5 +1,8 @@
 """Soak: many keys for hours of replayed market time on real candles, with random worker kills,
-then the invariant checker. Orders go through the paper broker (persistent simulated fills).
+then the invariant checker. Orders go through the paper broker (persistent simulated fills),
+or with `--venue` through the real ccxt client to the venue model (balances, base-asset fees,
+filters, lookup lag), ending with the venue's balances equal to the initial ones plus every
+fill bkit recorded (`bkit.testing.ledger`).
 
     .venv/bin/python bench/soak.py --keys 1000 --market-hours 24 --speed 40   # every minute
     .venv/bin/python bench/soak.py --keys 1000 --market-hours 24 --speed 600 \
@@ -26,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psutil
 import redis
@@ -57,9 +61,42 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
                             stderr=subprocess.STDOUT)
 
 
+def _venue(keys: int, speed: float, epoch: datetime) -> tuple[Any, dict[str, str]]:
+    """A venue with one market per key (even keys replay XRP/ETH, odd ones UNITTEST/BTC, the
+    2017 series shifted onto the 2019 clock) on the soak's replay clock."""
+    from dataclasses import replace as dc_replace
+
+    from bkit.testing import read_candles_csv
+    from bkit.venue import MarketSpec, Venue
+
+    xrp = read_candles_csv(REPO / "bkit/data/XRP_ETH-1m.csv")
+    btc = read_candles_csv(REPO / "bkit/data/UNITTEST_BTC-1m.csv")
+    shift = xrp[0].timestamp - btc[0].timestamp
+    btc = [dc_replace(c, timestamp=c.timestamp + shift) for c in btc]
+    markets = [MarketSpec(venue_symbol(i), tick_size="0.00000001", step_size="1.00000000",
+                          min_qty="1.00000000", min_notional="0.00010000",
+                          max_qty="90000000.00000000") for i in range(keys)]
+    initial = {"ETH": "100000", "BTC": "100000",
+               **{venue_symbol(i).split("/")[0]: "1000000" for i in range(keys)}}
+    start_ms = REPLAY_START.timestamp() * 1000
+
+    def clock() -> int:
+        return int(start_ms + (datetime.now(UTC) - epoch).total_seconds() * 1000 * speed)
+
+    venue = Venue(markets, balances=initial, clock=clock).start()
+    for i in range(keys):
+        venue.load_candles(venue_symbol(i), xrp if i % 2 == 0 else btc)
+    venue.set_lookup_lag(0.5)
+    return venue, initial
+
+
+def venue_symbol(i: int) -> str:
+    return f"S{i:05d}/{'ETH' if i % 2 == 0 else 'BTC'}"
+
+
 def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
              redis_db: int = 11, seed: int = 7, home: Path | None = None,
-             tick_seconds: float = 61.0) -> SoakResult:
+             tick_seconds: float = 61.0, venue: bool = False) -> SoakResult:
     rng = random.Random(seed)
     db, db_url = create_database("bkit_soak")
     broker_url = f"redis://127.0.0.1:6379/{redis_db}"
@@ -78,13 +115,22 @@ def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
                 "BKIT_ORDER_SEND_LEASE_SECONDS": "4", "BKIT_RELAY_SECONDS": "2",
                 "BKIT_ORDER_BACKOFF_MAX_SECONDS": "2",
                 "PYTHONPATH": str(REPO)})
+    place = None
+    if venue:
+        place = _venue(keys, speed, datetime.fromisoformat(env["BKIT_REPLAY_EPOCH"]))
+        env.update({"BKIT_STRATEGIES": "tests.e2e.soak_venue_strategies",
+                    "SOAK_VENUE_URL": place[0].base_url, "BKIT_SOAK_VENUE_API_KEY": "soak-key",
+                    "BKIT_SOAK_VENUE_SECRET": "soak-secret"})
+        env.pop("BKIT_ORDER_BROKER")
     saved = {k: v for k, v in os.environ.items() if k.startswith("BKIT_")}
     for name in ("BKIT_HOME", "BKIT_DATABASE_URL", "BKIT_BROKER_URL"):
         os.environ[name] = env[name]
     try:
         return _run(keys, market_hours, speed, tick_seconds, kill_every, rng, db, broker_url,
-                    home, env)
+                    home, env, place)
     finally:  # leave the caller's environment as it was
+        if place is not None:
+            place[0].stop()
         for name in [k for k in os.environ if k.startswith("BKIT_")]:
             del os.environ[name]
         os.environ.update(saved)
@@ -97,7 +143,7 @@ def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
 
 def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
          kill_every: float, rng: random.Random, db: str, broker_url: str, home: Path,
-         env: dict[str, str]) -> SoakResult:
+         env: dict[str, str], place: tuple[Any, dict[str, str]] | None = None) -> SoakResult:
     from bkit.settings import reset_settings
     from bkit.store.engine import dispose_all, get_engine, session_scope
     from bkit.store.migrations import upgrade
@@ -111,7 +157,8 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
     now = datetime.now(UTC)
     with engine.begin() as conn:
         conn.execute(insert(StrategySymbol), [
-            {"strategy_name": "soak", "exchange_name": "soak-paper", "symbol": f"S{i:05d}",
+            {"strategy_name": "soak", "exchange_name": "soak-venue" if place else "soak-paper",
+             "symbol": venue_symbol(i) if place else f"S{i:05d}",
              "status": "enabled", "last_bucket": -1, "lease_version": 0, "created_at": now,
              "updated_at": now} for i in range(keys)])
     worker_args = ["worker", "-Q", "ticks,orders,maint", "-c", "2", "--loglevel", "WARNING"]
@@ -193,11 +240,18 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
     lease_market = float(env["BKIT_LEASE_SECONDS"]) * speed
     monitored_since = end_market - timedelta(seconds=max(600.0, lease_market + 2 * tick_seconds))
     result.violations = check_invariants(engine, monitored_since=monitored_since)
-    result.violations += [f"paper order {c} has no intent" for c in paper if c not in intents]
-    result.violations += [f"filled intent {c} has no paper order" for c, s in intents.items()
-                          if s == "filled" and c not in set(paper)]
+    if place is None:
+        result.violations += [f"paper order {c} has no intent" for c in paper
+                              if c not in intents]
+        result.violations += [f"filled intent {c} has no paper order"
+                              for c, s in intents.items() if s == "filled" and c not in set(paper)]
     result.violations += [f"intent {c} still {s}" for c, s in intents.items()
                           if s in ("pending", "sending", "unknown", "acked", "open")]
+    if place is not None:  # the account holds exactly what bkit's recorded fills say
+        from bkit.testing.ledger import venue_problems
+
+        result.violations += venue_problems(engine, place[0], place[1])
+        paper = list(intents)  # no paper orders: the venue is the record
     drop_database(db)
     redis.Redis.from_url(broker_url).flushdb()
     return result
@@ -213,9 +267,11 @@ def main() -> None:
     parser.add_argument("--tick-seconds", type=float, default=61.0,
                         help="beat period in market seconds")
     parser.add_argument("--kill-every", type=float, default=60.0, help="real seconds")
+    parser.add_argument("--venue", action="store_true",
+                        help="orders through the real ccxt client to the venue model")
     args = parser.parse_args()
     res = run_soak(args.keys, args.market_hours, args.speed, args.kill_every,
-                   tick_seconds=args.tick_seconds)
+                   tick_seconds=args.tick_seconds, venue=args.venue)
     print(f"keys={res.keys} market_hours={res.market_hours:g} "
           f"tick_seconds={res.tick_seconds:g} wall={res.wall_seconds:.0f}s "
           f"ticks={res.ticks} opened={res.opened} closed={res.closed} kills={len(res.kills)} "

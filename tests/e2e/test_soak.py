@@ -28,3 +28,15 @@ def test_soak_with_random_kills_keeps_every_invariant(tmp_path) -> None:
     assert result.ticks >= 0.6 * KEYS * periods
     fanouts = (4 + HOURS * 3600 / SPEED) / (TICK_SECONDS / SPEED) + 2  # beat's, at most
     assert result.ticks <= KEYS * fanouts  # never more than once per key and fan-out
+
+
+def test_soak_on_the_venue_ends_with_the_account_reconciled_to_the_step(tmp_path) -> None:
+    """The same soak through the real ccxt client to the venue model (balances, the buy fee
+    in the coin bought, step sizes, minimum notionals, a 0.5 s lookup lag), both sides traded,
+    random kills; it ends with the venue's balances equal to the initial ones plus every fill
+    bkit recorded, no open order bkit does not know, no order placed twice."""
+    result = run_soak(keys=30, market_hours=6.0, speed=300.0, kill_every=8.0, redis_db=10,
+                      home=tmp_path / "soak-venue", tick_seconds=300.0, venue=True)
+    assert result.violations == []
+    assert len(result.kills) >= 4
+    assert result.opened > 20 and result.closed > 10
