@@ -1,5 +1,6 @@
-"""The HTML live report: one self-contained page (inline CSS, inline SVG charts, no scripts, no
-external resources). Pure rendering into a string; `write_html` is the only function that writes.
+"""The HTML report (live, paper or backtest): one self-contained page (inline CSS, inline SVG
+charts, no scripts, no external resources). Pure rendering into a string; `write_html` is the
+only function that writes.
 
 Charts: the equity curve (cumulative `pnl_percentage` in percentage points against close time,
 starting at 0 when the first trade opened) and the drawdown ("underwater") curve, the distance of
@@ -27,8 +28,10 @@ from bkit.report.markdown import (
     DEFAULT_MAX_ROWS,
     NA_EXPLANATION,
     REPORT_COLUMNS,
+    ReportMode,
     format_timestamp,
     newest_first,
+    report_heading,
     row_cells,
     statistic_rows,
 )
@@ -39,11 +42,15 @@ CHART_HEIGHT = 240
 _LEFT, _RIGHT, _TOP, _BOTTOM = 72, 16, 16, 36
 
 _PNL_COLUMN = REPORT_COLUMNS.index("PNL")
+#: Signal ids (32 hex digits, no break point) may wrap anywhere; timestamps never wrap, so the
+#: events table fits a 1,400 px window with every column visible.
+_ID_COLUMN = REPORT_COLUMNS.index("Signal ID")
+_TIME_COLUMN = REPORT_COLUMNS.index("Timestamp")
 _NUMERIC_COLUMNS = frozenset(range(REPORT_COLUMNS.index("Open"), _PNL_COLUMN + 1))
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
-       max-width: 1100px; padding: 0 1rem; color: #1f2933; background: #fff; }
+       max-width: 1340px; padding: 0 1rem; color: #1f2933; background: #fff; }
 h1 { font-size: 1.5rem; margin-bottom: .25rem; }
 h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #d9e2ec; }
 .meta { color: #52606d; margin: 0; }
@@ -52,7 +59,11 @@ h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #d9e2ec; }
 table { border-collapse: collapse; font-size: .85rem; margin-top: .5rem; }
 th, td { border: 1px solid #d9e2ec; padding: .25rem .5rem; text-align: left; }
 th { background: #f0f4f8; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.events { width: 100%; font-size: .8rem; }
+table.events td.ts { white-space: nowrap; }
+table.events td.id { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .75rem;
+                     word-break: break-all; min-width: 9ch; }
 td.pos { color: #137333; } td.neg { color: #b3261e; }
 .scroll { overflow-x: auto; }
 svg.chart { width: 100%; max-width: 760px; height: auto; display: block; }
@@ -174,7 +185,7 @@ def _statistics_table(stats: LiveStatistics) -> str:
 
 
 def _event_cell(index: int, text: str) -> str:
-    css = ""
+    css = "id" if index == _ID_COLUMN else "ts" if index == _TIME_COLUMN else ""
     if index in _NUMERIC_COLUMNS and text:
         css = "num"
         if index == _PNL_COLUMN:
@@ -210,14 +221,16 @@ def render_html_report(
     *,
     generated_at: datetime,
     max_rows: int = DEFAULT_MAX_ROWS,
+    mode: ReportMode | None = None,
 ) -> str:
-    """The live report as one self-contained HTML page.
+    """The report as one self-contained HTML page, titled by its mode ("Live report", "Paper
+    report", "Backtest report"; inferred from `title` when `mode` is None).
 
     Sections: header (title, generation time in UTC, event and closed-signal counts), the equity
     and drawdown charts drawn from `trades` (PnL in %), the statistics (`N/A` where None) and the
     newest `max_rows` events, newest first. All user text is HTML-escaped.
     """
-    page_title = escape(f"Live report: {title}")
+    page_title = escape(report_heading(title, mode))
     return "\n".join(
         [
             "<!DOCTYPE html>",

@@ -164,6 +164,39 @@ def _table_line(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+#: What a report shows: trading on a venue, on a paper exchange, or a backtest.
+ReportMode = Literal["live", "paper", "backtest"]
+_MODE_HEADINGS: dict[str, str] = {"live": "Live report", "paper": "Paper report",
+                                  "backtest": "Backtest report"}
+
+
+def report_mode(title: str) -> ReportMode:
+    """The mode a report title implies, for callers that do not say: `backtest` for titles
+    starting with "Backtest" (`bkit.backtest` names its reports so), `paper` when the title's
+    exchange (`strategy · exchange · symbols`) is a registered paper exchange, else `live`."""
+    if title.startswith("Backtest"):
+        return "backtest"
+    parts = title.split(" · ")
+    if len(parts) >= 2 and _is_paper_exchange(parts[1]):
+        return "paper"
+    return "live"
+
+
+def _is_paper_exchange(exchange_name: str) -> bool:
+    from bkit.core.registry import REGISTRY
+    from bkit.exchange.paper import PaperExchange
+
+    schema = REGISTRY.exchanges.get(exchange_name)
+    return schema is not None and isinstance(schema.source, PaperExchange)
+
+
+def report_heading(title: str, mode: ReportMode | None = None) -> str:
+    """`Live report: …`, `Paper report: …` or `Backtest report: …` (unescaped); `mode` None
+    is inferred from the title (`report_mode`)."""
+    mode = mode or report_mode(title)
+    return f"{_MODE_HEADINGS[mode]}: {title}"
+
+
 def render_markdown_report(
     title: str,
     rows: Sequence[ReportRow],
@@ -171,16 +204,18 @@ def render_markdown_report(
     *,
     max_rows: int = DEFAULT_MAX_ROWS,
     generated_at: datetime,
+    mode: ReportMode | None = None,
 ) -> str:
-    """The live report as Markdown: a header, the newest `max_rows` events (newest first), then
+    """The report as Markdown: a header, the newest `max_rows` events (newest first), then
     every statistic (`N/A` where None).
 
-    `title` is usually `strategy / exchange / symbol`. Times are shown in UTC, prices in quote
-    currency, PnL in %.
+    `title` is usually `strategy · exchange · symbol`; the heading names the mode (live, paper
+    or backtest; inferred from the title when `mode` is None). Times are shown in UTC, prices
+    in quote currency, PnL in %.
     """
     shown = newest_first(rows, max_rows)
     lines = [
-        f"# Live report: {escape_markdown_cell(title)}",
+        f"# {escape_markdown_cell(report_heading(title, mode))}",
         "",
         f"- Generated at: {format_timestamp(generated_at)}",
         f"- Total events: {len(rows)}",

@@ -67,7 +67,7 @@ def test_my_strategy_trades_through_live_ticks(fresh_my_strategy: Any,
     assert "my-momentum" in REGISTRY.strategies and "my-paper" in REGISTRY.exchanges
     data = Live.get_data("XRP/ETH", "my-momentum", "my-paper")
     assert data["total_closed"] >= 2
-    assert report.startswith("# Live report: my-momentum · my-paper · XRP/ETH")
+    assert report.startswith("# Paper report: my-momentum · my-paper · XRP/ETH")
     assert f"- Closed signals: {data['total_closed']}" in report
 
 

@@ -4,6 +4,7 @@ the HTML checked with a strict parser (always) and rendered by headless Chromium
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 import subprocess
@@ -98,7 +99,7 @@ def test_merged_report_spans_every_symbol(sqlite_ops: OpsEnv) -> None:
     assert {r.symbol for r in merged.rows} == {XRP, BTC}
     assert [r.timestamp for r in merged.rows] == sorted(r.timestamp for r in merged.rows)
     markdown = admin.render_report(merged)
-    assert markdown.startswith(f"# Live report: {STRATEGY} · {EXCHANGE} · {XRP}, {BTC}")
+    assert markdown.startswith(f"# Paper report: {STRATEGY} · {EXCHANGE} · {XRP}, {BTC}")
     assert f"- Closed signals: {sum(counts)}" in markdown
 
 
@@ -113,7 +114,7 @@ def test_cli_report_markdown_html_and_per_key(sqlite_ops: OpsEnv, tmp_path: Path
     html = sqlite_ops.bkit("report", STRATEGY, "--exchange", EXCHANGE, "--html", str(page))
     assert html.returncode == 0, html.stderr
     parsed = parse_strict(page.read_text(encoding="utf-8"))
-    assert f"Live report: {STRATEGY} · {EXCHANGE} · {XRP}, {BTC}" in parsed.text
+    assert f"Paper report: {STRATEGY} · {EXCHANGE} · {XRP}, {BTC}" in parsed.text
     assert {XRP, BTC} <= set(parsed.text)
 
     folder = tmp_path / "per-key"
@@ -124,7 +125,7 @@ def test_cli_report_markdown_html_and_per_key(sqlite_ops: OpsEnv, tmp_path: Path
     assert len(pages) == 2
     for path, symbol in zip(pages, (BTC, XRP), strict=True):
         text = parse_strict(path.read_text(encoding="utf-8")).text
-        assert f"Live report: {STRATEGY} · {EXCHANGE} · {symbol}" in text
+        assert f"Paper report: {STRATEGY} · {EXCHANGE} · {symbol}" in text
 
     missing = sqlite_ops.bkit("report", STRATEGY, "DOGE/USDT", "--exchange", EXCHANGE)
     assert (missing.returncode, missing.stdout) == (2, "")
@@ -166,3 +167,38 @@ def test_html_report_is_well_formed_and_renders(sqlite_ops: OpsEnv, tmp_path: Pa
     width, height, distinct = _png_pixels_vary(shot.read_bytes())
     assert (width, height) == (1200, 1600)
     assert distinct > 50  # text, tables and charts drawn, not a blank page
+
+
+#: Appended to a copy of the report: measures the events table and writes the numbers into
+#: the page title, which `--dump-dom` prints (the report itself carries no script).
+_MEASURE = """<script>
+const table = document.querySelector('table.events'), box = table.parentElement;
+document.title = 'FIT ' + JSON.stringify({right: table.getBoundingClientRect().right,
+  view: document.documentElement.clientWidth, scroll: box.scrollWidth, client: box.clientWidth,
+  last: table.querySelector('th:last-child').getBoundingClientRect().right});
+</script></body>"""
+
+
+def test_html_report_events_table_fits_1400_pixels(sqlite_ops: OpsEnv, tmp_path: Path) -> None:
+    assert CHROMIUM.exists(), "this test needs Debian's chromium (apt-get install chromium)"
+    _trade(sqlite_ops)
+    merged, _ = admin.build_report(STRATEGY, None, EXCHANGE)
+    document = admin.render_report(merged, html=True)
+    assert f"<h1>Paper report: {STRATEGY} · {EXCHANGE}" in document
+    page = tmp_path / "measured.html"
+    page.write_text(document.replace("</body>", _MEASURE), encoding="utf-8")
+    dom = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+                          "--no-first-run", "--window-size=1400,1000", "--dump-dom",
+                          page.as_uri()], capture_output=True, timeout=60, check=True).stdout
+    found = re.search(rb"<title>FIT ([^<]*)</title>", dom)
+    assert found is not None, dom[:500]
+    box = json.loads(found.group(1).decode().replace("&quot;", '"'))
+    assert box["scroll"] <= box["client"], box  # nothing hidden behind a scroll bar
+    assert box["last"] <= box["view"] and box["right"] <= box["view"], box  # Close Reason shows
+    shot = tmp_path / "report-1400.png"  # kept in tmp_path to look at
+    (tmp_path / "report.html").write_text(document, encoding="utf-8")
+    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--window-size=1400,2200", f"--screenshot={shot}",
+                    (tmp_path / "report.html").as_uri()],
+                   capture_output=True, timeout=60, check=True)
+    assert _png_pixels_vary(shot.read_bytes())[:2] == (1400, 2200)

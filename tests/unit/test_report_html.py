@@ -276,3 +276,33 @@ def test_any_history_renders_a_well_formed_page(returns: list[float], symbol: st
     charts = polylines(parser)
     assert all(len(vertices) == len(trades) + 1 for vertices in charts.values())
     assert len(charts) == (2 if trades else 0)
+
+
+@pytest.mark.parametrize(
+    ("title", "mode", "heading"),
+    [
+        ("trend / binance / BTCUSDT", None, "Live report: trend / binance / BTCUSDT"),
+        ("Backtest trend · csv · XRP/ETH · day", None,
+         "Backtest report: Backtest trend · csv · XRP/ETH · day"),
+        ("trend · binance · BTC/USDT", "paper", "Paper report: trend · binance · BTC/USDT"),
+        ("anything", "backtest", "Backtest report: anything"),
+    ],
+)
+def test_the_title_names_the_mode(title: str, mode: str | None, heading: str) -> None:
+    trades = make_trades([1.0])
+    page = render_html_report(title, make_rows(trades), compute_statistics(trades), trades,
+                              generated_at=GENERATED, mode=mode)  # type: ignore[arg-type]
+    assert "".join(parse(page).text).count(heading) == 2  # <title> and <h1>
+    assert "Live report" not in page or heading.startswith("Live report")
+
+
+def test_a_registered_paper_exchange_makes_a_paper_report() -> None:
+    from bkit.core.registry import REGISTRY
+    from bkit.exchange.paper import add_paper_exchange
+
+    add_paper_exchange("unit-paper")
+    try:
+        page = render(make_trades([1.0]), title="trend · unit-paper · XRP/ETH")
+    finally:
+        REGISTRY.exchanges.pop("unit-paper")
+    assert "<h1>Paper report: trend · unit-paper · XRP/ETH</h1>" in page
