@@ -51,11 +51,29 @@ def import_strategy_modules(modules: list[str] | None = None) -> list[str]:
     return done
 
 
+def intent_label(intent_id: int) -> str:
+    """What Flower shows for an order task: symbol, side, kind and client order id."""
+    from bkit.store.tables import OrderIntent
+
+    try:
+        from bkit.store.engine import session_scope
+
+        with session_scope(get_engine()) as session:
+            intent = session.get(OrderIntent, intent_id)
+            if intent is not None:
+                return (f"{intent.symbol} {intent.side} ({intent.kind}) "
+                        f"{intent.client_order_id} on {intent.exchange_name}")
+    except Exception:  # a label is a nicety: never block an order on it
+        pass
+    return f"intent {intent_id}"
+
+
 def enqueue_submit(intent_id: int) -> None:
     """Send `bkit.orders.submit(intent_id)` to the orders queue (after the intent commits)."""
     from bkit.celery import app
 
-    app.send_task("bkit.orders.submit", args=[intent_id], queue="orders")
+    app.send_task("bkit.orders.submit", args=[intent_id], queue="orders",
+                  argsrepr=intent_label(intent_id))
 
 
 def tick_env() -> TickEnv:
@@ -89,7 +107,7 @@ def _enqueue_submit_later(intent_id: int, countdown: float) -> None:
     from bkit.celery import app
 
     app.send_task("bkit.orders.submit", args=[intent_id], queue="orders",
-                  countdown=max(0.0, countdown))
+                  countdown=max(0.0, countdown), argsrepr=intent_label(intent_id))
 
 
 def orders_env() -> OrdersEnv:

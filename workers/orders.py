@@ -42,8 +42,10 @@ def relay_outbox() -> int:
     except (OperationalError, DatabaseUnavailableError) as exc:
         log.error("relay: database unavailable: %s", exc)
         return 0
+    from bkit.runtime import intent_label
+
     for intent_id in ids:
-        submit.apply_async((intent_id,), queue="orders")
+        submit.apply_async((intent_id,), queue="orders", argsrepr=intent_label(intent_id))
     return len(ids)
 
 

@@ -13,8 +13,8 @@ from sqlalchemy.exc import OperationalError
 from bkit.celery import app
 from bkit.settings import get_settings
 from bkit.store.engine import DatabaseUnavailableError
-from bkit.store.keys import enabled_key_ids
-from bkit.ticking import BatchOutcome, bucket_of, run_ticks
+from bkit.store.keys import enabled_keys
+from bkit.ticking import BatchOutcome, bucket_of, minute_of, run_ticks
 
 log = logging.getLogger("bkit.workers.ticks")
 _settings = get_settings()
@@ -30,20 +30,32 @@ def fanout_ticks() -> int:
     try:
         env = tick_env()
         bucket = bucket_of(env.clock.now())
-        key_ids = enabled_key_ids(env.engine)
+        keys = enabled_keys(env.engine)
     except (OperationalError, DatabaseUnavailableError) as exc:
         log.error("fan-out: database unavailable, nothing ticked this period: %s", exc)
         return 0
     expires = max(1.0, env.clock.wall_seconds(_settings.tick_seconds) * 0.9)
     # Rotate the order every period: when ticks outrun the workers and stale ones expire,
     # the dropped keys differ from period to period instead of always being the last ones.
-    if key_ids:
-        start = (bucket * 7919) % len(key_ids)
-        key_ids = key_ids[start:] + key_ids[:start]
-    size = batch_size(len(key_ids), _settings.tick_batch_size)
-    for first in range(0, len(key_ids), size):
-        tick_batch.apply_async((key_ids[first:first + size], bucket), expires=expires)
-    return len(key_ids)
+    if keys:
+        start = (bucket * 7919) % len(keys)
+        keys = keys[start:] + keys[:start]
+    size = batch_size(len(keys), _settings.tick_batch_size)
+    for first in range(0, len(keys), size):
+        batch = keys[first:first + size]
+        tick_batch.apply_async(([k[0] for k in batch], bucket), expires=expires,
+                               argsrepr=batch_label(batch, bucket))
+    return len(keys)
+
+
+def batch_label(keys: list[tuple[int, str, str, str]], bucket: int) -> str:
+    """What Flower shows for a tick task: its first key by name, how many more, the minute
+    (e.g. `BTC/USDT·momentum@binance +19 more, minute 2026-12-01T07:03Z`)."""
+    if not keys:
+        return f"no keys, minute {minute_of(bucket):%Y-%m-%dT%H:%MZ}"
+    _, symbol, strategy, exchange = keys[0]
+    more = f" +{len(keys) - 1} more" if len(keys) > 1 else ""
+    return f"{symbol}·{strategy}@{exchange}{more}, minute {minute_of(bucket):%Y-%m-%dT%H:%MZ}"
 
 
 #: A fan-out makes at least this many tasks when it has as many keys, so a few keys with a
@@ -66,7 +78,9 @@ def tick_batch(self: Task, key_ids: list[int], bucket: int) -> int:
     batch = _run(key_ids, bucket, budgeted=True)
     if batch.handed_back:
         try:
-            tick_batch.apply_async((batch.handed_back, bucket), expires=self.request.expires)
+            tick_batch.apply_async((batch.handed_back, bucket), expires=self.request.expires,
+                                   argsrepr=f"{len(batch.handed_back)} handed-back keys, "
+                                   f"minute {minute_of(bucket):%Y-%m-%dT%H:%MZ}")
         except Exception:  # the keys simply wait for the next minute
             log.warning("could not queue %d handed-back keys", len(batch.handed_back),
                         exc_info=True)

@@ -171,6 +171,16 @@ def enabled_key_ids(engine: Engine) -> list[int]:
             .order_by(StrategySymbol.id)).scalars()]
 
 
+def enabled_keys(engine: Engine) -> list[tuple[int, str, str, str]]:
+    """Like `enabled_key_ids`, with each key's (id, symbol, strategy, exchange) so tasks can
+    name the work they carry (Flower)."""
+    with session_scope(engine) as session:
+        return [(int(i), s, st, ex) for i, s, st, ex in session.execute(
+            select(StrategySymbol.id, StrategySymbol.symbol, StrategySymbol.strategy_name,
+                   StrategySymbol.exchange_name)
+            .where(StrategySymbol.status != "disabled").order_by(StrategySymbol.id)).all()]
+
+
 def is_halted(session: Session) -> bool:
     row = session.get(BkitSetting, "halt")
     return row is not None and row.value == "1"

@@ -26,6 +26,7 @@ from tests.ops.conftest import (
     stop_process,
     wait_until,
 )
+from tests.ops.strategies_ops import EXCHANGE, STRATEGY
 
 pytestmark = pytest.mark.integration
 USER, PASSWORD = "ops", "s3cret-flower-pass"
@@ -99,6 +100,11 @@ def test_flower_shows_the_worker_and_a_finished_task(cluster: tuple[dict[str, st
         pytest.fail(f"the worker never showed in /api/workers; its log ends:\n{log[-2000:]}")
     assert len(names) == 1  # type: ignore[arg-type]
 
+    # one key, so the fan-out also sends a tick batch that Flower must name
+    enabled = subprocess.run([str(Path(sys.executable).parent / "bkit"), "enable", STRATEGY,
+                              "XRP/ETH", "--exchange", EXCHANGE], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    assert enabled.returncode == 0, enabled.stderr
     task_id = subprocess.run([sys.executable, "-c", SEND], env=env, cwd=REPO, check=True,
                              capture_output=True, text=True, timeout=60).stdout.strip()
 
@@ -112,6 +118,16 @@ def test_flower_shows_the_worker_and_a_finished_task(cluster: tuple[dict[str, st
     assert isinstance(task, dict)
     assert task["name"] == "bkit.fanout_ticks"
     assert task["worker"] == names[0]  # type: ignore[index]
+
+    def tick_batch() -> dict[str, Any] | None:
+        _, tasks = get(f"{base}/api/tasks")
+        return next((t for t in (tasks or {}).values() if t.get("name") == "bkit.tick_batch"),
+                    None)
+
+    batch = wait_until(tick_batch, 60, "a tick batch in /api/tasks")
+    assert isinstance(batch, dict)
+    # Flower names the key it ticks, not `([1], 26179319)`
+    assert f"XRP/ETH·{STRATEGY}@{EXCHANGE}, minute 20" in batch["args"]
     status, metrics = get(f"{base}/metrics", auth=False)  # unauthenticated: bind 127.0.0.1
     assert status == 200 and "flower_events_total" in metrics
 
