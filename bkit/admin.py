@@ -92,6 +92,11 @@ class KeyStatus:
     realised_pnl: float | None = None
     amount: float | None = None
     stuck: bool = False
+    #: The newest error of the key (its message, market minute) and whether the key is
+    #: failing now (that error is newer than its last completed tick).
+    last_error: str | None = None
+    last_error_minute: datetime | None = None
+    failing: bool = False
 
     @property
     def win_rate(self) -> float | None:
@@ -375,6 +380,15 @@ def key_statuses(strategy_name: str | None = None, exchange_name: str | None = N
             .where(state == "closed").group_by(key_id))}
         live = {row.key_id: row for row in session.execute(select(SignalRecord).where(
             state.in_(sorted(LIVE_STATES)))).scalars()}
+        errors = {}
+        for key in keys:  # bounded by keys that ever failed: one indexed look each
+            if key.last_error_at is None:
+                continue
+            newest = session.execute(select(EventRecord.message, EventRecord.created_at).where(
+                EventRecord.key_id == key.id, EventRecord.kind == "error")
+                .order_by(col(EventRecord.id).desc()).limit(1)).first()
+            if newest is not None:
+                errors[key.id] = (newest[0], newest[1])
     out = []
     for key in keys:
         assert key.id is not None
@@ -391,8 +405,44 @@ def key_statuses(strategy_name: str | None = None, exchange_name: str | None = N
             total_pnl=float(total or 0.0),
             realised_pnl=None if realised is None else float(realised),
             amount=None if signal is None else signal.amount,
-            stuck=bool(signal is not None and signal.stuck)))
+            stuck=bool(signal is not None and signal.stuck),
+            last_error=errors.get(key.id, (None, None))[0],
+            last_error_minute=errors.get(key.id, (None, None))[1],
+            failing=key.id in errors and (key.last_tick_at is None or
+                                          errors[key.id][1] >= key.last_tick_at)))
     return out
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """One recorded error (or `exit` alarm) for `bkit errors`."""
+
+    at: datetime
+    kind: str
+    strategy_name: str | None
+    exchange_name: str | None
+    symbol: str | None
+    message: str
+
+
+def recent_errors(strategy_name: str | None = None, symbol: str | None = None, *,
+                  since: datetime | None = None, limit: int = 50,
+                  engine: Engine | None = None) -> list[ErrorRow]:
+    """The newest errors and `exit` alarms, newest first (read through the (kind, id) index:
+    bounded by `limit`, not by the history)."""
+    engine = _engine(engine)
+    kind = col(EventRecord.kind)
+    stmt = select(EventRecord).where(kind.in_(["error", "exit"]))
+    if strategy_name is not None:
+        stmt = stmt.where(EventRecord.strategy_name == strategy_name)
+    if symbol is not None:
+        stmt = stmt.where(EventRecord.symbol == symbol)
+    if since is not None:
+        stmt = stmt.where(col(EventRecord.created_at) >= since)
+    stmt = stmt.order_by(col(EventRecord.id).desc()).limit(max(1, limit))
+    with session_scope(engine) as session:
+        return [ErrorRow(r.created_at, r.kind, r.strategy_name, r.exchange_name, r.symbol,
+                         r.message) for r in session.execute(stmt).scalars()]
 
 
 def strategies_overview(*, engine: Engine | None = None,

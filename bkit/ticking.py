@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from bkit import events
@@ -230,6 +230,7 @@ def run_ticks(env: TickEnv, key_ids: Sequence[int], bucket: int, *,
         if done is None:
             continue
         _after_commit(env, p, done, when)
+        failure_log.tick_recovered(p.claim.key_id)
         outcome.results[p.claim.key_id] = done.outcome.result
     if error is not None:
         raise error
@@ -237,8 +238,49 @@ def run_ticks(env: TickEnv, key_ids: Sequence[int], bucket: int, *,
 
 
 def _database_gone(exc: BaseException) -> bool:
-    return isinstance(exc, DatabaseUnavailableError) or (
+    """A lost or refusing database (connection dropped, server shutting down or restarting,
+    SQLite locked past its busy timeout): every key of the batch would fail the same way,
+    so the batch gives up at once and the leases expire (one log line, not one per key)."""
+    return isinstance(exc, DatabaseUnavailableError | OperationalError) or (
         isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))
+
+
+class _FailureLog:
+    """One log line per failing key and minute, with its reason, rate-limited per key: the
+    first failure at once, then at most one line per `every_s` (wall seconds) saying how
+    many failures it stood for, so a dead feed does not flood the log."""
+
+    def __init__(self, every_s: float = 600.0) -> None:
+        self.every_s = every_s
+        self._last: dict[int, tuple[float, int]] = {}
+        self._db_down_at = -1e18
+
+    def tick_failed(self, key_id: int, names: tuple[str | None, str | None, str | None],
+                    when: datetime, message: str) -> None:
+        now = time.monotonic()
+        last, suppressed = self._last.get(key_id, (-1e18, 0))
+        if now - last < self.every_s:
+            self._last[key_id] = (last, suppressed + 1)
+            return
+        symbol, strategy_name, exchange_name = names
+        more = f" ({suppressed} more failures of this key since the last line)" \
+            if suppressed else ""
+        log.warning("tick failed: %s·%s@%s minute %s: %s%s", symbol, strategy_name,
+                    exchange_name, f"{when:%Y-%m-%dT%H:%MZ}", message, more)
+        self._last[key_id] = (now, 0)
+
+    def tick_recovered(self, key_id: int) -> None:
+        self._last.pop(key_id, None)
+
+    def database_down(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._db_down_at >= 30.0:
+            log.error("database unavailable (%s): %s: %s", what, type(exc).__name__,
+                      str(exc).splitlines()[0] if str(exc) else "")
+            self._db_down_at = now
+
+
+failure_log = _FailureLog()
 
 
 def _write_back_each(env: TickEnv, prepared: list[_Prepared], when: datetime, started: float
@@ -277,6 +319,7 @@ def _fail(env: TickEnv, claim: Claim, when: datetime, message: str,
                          strategy_name=strategy_name, exchange_name=exchange_name,
                          message=message, origin=env.origin, created_at=when,
                          payload={"stage": "tick"})
+    failure_log.tick_failed(claim.key_id, names, when, message)
     try:
         with session_scope(env.engine) as session:
             session.add(record)
@@ -284,7 +327,10 @@ def _fail(env: TickEnv, claim: Claim, when: datetime, message: str,
             dispatched = event_as_dict(record)
         release_claim(env.engine, claim, last_error_at=datetime.now(UTC))
         events.dispatch([dispatched])
-    except Exception:
+    except Exception as exc:
+        if _database_gone(exc):  # the lease simply expires; one line per outage
+            failure_log.database_down("recording a failed tick", exc)
+            return
         log.exception("could not record a failed tick of key %s: %s", claim.key_id, message)
 
 

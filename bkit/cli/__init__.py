@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from bkit.cli.commands import (
     cmd_enable,
+    cmd_errors,
     cmd_flower,
     cmd_halt,
     cmd_health,
@@ -90,6 +91,13 @@ def _admin_commands(sub: argparse._SubParsersAction) -> None:
     status.add_argument("--exchange", metavar="NAME", help="only this exchange")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+    errors = sub.add_parser("errors", help="recent tick errors and exit alarms, newest first")
+    errors.add_argument("strategy", metavar="STRATEGY", nargs="?", help="only this strategy")
+    errors.add_argument("symbol", metavar="SYMBOL", nargs="?", help="only this symbol")
+    errors.add_argument("--since", metavar="DURATION", help="only newer ones: 30m, 2h, 7d")
+    errors.add_argument("--limit", type=int, default=50, help="at most this many (50)")
+    errors.add_argument("--json", action="store_true", help="machine-readable output")
+    errors.set_defaults(func=cmd_errors)
     halt = sub.add_parser("halt", parents=[actor], help="global kill switch: no new entries "
                           "anywhere until unhalt")
     halt.add_argument("--reason", default="", help="why, for the event log")

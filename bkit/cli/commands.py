@@ -9,11 +9,12 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bkit.cli.output import EXIT_ERROR, EXIT_OK, format_table, say
+from bkit.core.errors import UnknownNameError
 
 if TYPE_CHECKING:
     from bkit.admin import KeyStatus
@@ -105,13 +106,21 @@ def cmd_set_status(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from bkit.admin import halt_state, key_statuses
+    from bkit.runtime import StrategyImportError, import_strategy_modules
 
+    try:  # the status is read from the database; a broken module is still an error
+        import_strategy_modules()
+        broken = None
+    except StrategyImportError as exc:
+        broken = str(exc)
     halt = halt_state()
     keys = key_statuses(args.strategy, args.exchange)
+    code = EXIT_OK if broken is None else EXIT_ERROR
     if args.json:
         say(_json({"halted": halt.halted, "halt": dataclasses.asdict(halt),
+                   "failing_keys": sum(k.failing for k in keys), "strategy_import_error": broken,
                    "keys": [{**dataclasses.asdict(k), "win_rate": k.win_rate} for k in keys]}))
-        return EXIT_OK
+        return code
     if halt.halted:
         say(f"TRADING HALTED by {halt.actor or '?'} at {_when(halt.at)} UTC"
                f"{': ' + halt.reason if halt.reason else ''} (bkit unhalt to resume)")
@@ -122,15 +131,57 @@ def cmd_status(args: argparse.Namespace) -> int:
              format_lag(k.last_tick_lag_ms),
              k.closed_trades, None if k.win_rate is None else f"{k.win_rate:.1f}",
              f"{k.total_pnl:+.3f}",
-             None if k.realised_pnl is None else f"{k.realised_pnl:+.4f}") for k in keys]
+             None if k.realised_pnl is None else f"{k.realised_pnl:+.4f}",
+             _error_cell(k)) for k in keys]
     say(format_table(("STRATEGY", "EXCHANGE", "SYMBOL", "STATUS", "LIVE SIGNAL",
                       "LAST TICK (UTC)", "LAG", "CLOSED", "WIN %", "PNL %",
-                      "REALISED"), rows))
+                      "REALISED", "LAST ERROR"), rows))
+    failing = [k for k in keys if k.failing]
+    if failing:
+        say(f"{len(failing)} key(s) FAILING: their last tick failed (`bkit errors` lists why)")
     stuck = [k for k in keys if k.stuck]
     if stuck:
         say(f"{len(stuck)} position(s) STUCK (the venue keeps refusing the exit): check the "
             "account, then `bkit resolve STRATEGY SYMBOL --retry|--flat`")
+    if broken is not None:
+        print(f"bkit: {broken}", file=sys.stderr)
+    return code
+
+
+def _error_cell(k: KeyStatus) -> str | None:
+    if k.last_error is None:
+        return None
+    text = " ".join(k.last_error.split())
+    text = text if len(text) <= 70 else text[:67] + "..."
+    return f"{'NOW ' if k.failing else ''}{_when(k.last_error_minute)} {text}"
+
+
+def cmd_errors(args: argparse.Namespace) -> int:
+    from bkit.admin import recent_errors
+
+    since = None
+    if args.since:
+        since = datetime.now(UTC) - _duration(args.since)
+    rows = recent_errors(args.strategy, args.symbol, since=since, limit=args.limit)
+    if args.json:
+        say(_json([dataclasses.asdict(r) for r in rows]))
+        return EXIT_OK
+    if not rows:
+        say("no errors recorded" + (f" since {args.since}" if args.since else ""))
+        return EXIT_OK
+    say(format_table(("AT (UTC)", "KIND", "STRATEGY", "EXCHANGE", "SYMBOL", "MESSAGE"),
+                     [(_when(r.at), r.kind, r.strategy_name, r.exchange_name, r.symbol,
+                       " ".join(r.message.split())) for r in rows]))
     return EXIT_OK
+
+
+def _duration(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    except (KeyError, ValueError, IndexError):
+        raise UnknownNameError(f"--since takes a duration like 30m, 2h or 7d, got {text!r}"
+                               ) from None
 
 
 def _live(k: KeyStatus) -> str | None:

@@ -20,7 +20,7 @@ from tests.ops.conftest import OpsEnv, clean_env
 from tests.ops.strategies_ops import EXCHANGE, OTHER_EXCHANGE, QUIET, START, STRATEGY
 
 XRP, BTC = "XRP/ETH", "UNITTEST/BTC"
-COMMANDS = ("db", "demo", "strategies", "enable", "disable", "drain", "pause", "resume",
+COMMANDS = ("db", "demo", "strategies", "enable", "disable", "drain", "pause", "resume", "errors",
             "status", "halt", "unhalt", "report", "flower", "metrics", "health")
 
 
@@ -170,3 +170,34 @@ def test_demo_still_runs_end_to_end(tmp_path: Path) -> None:
     assert demo.returncode == 0, demo.stderr
     assert demo.stdout.startswith("bkit demo: demo-mean-reversion on XRP/ETH, UNITTEST/BTC")
     assert "done: " in demo.stdout
+
+
+def test_failing_ticks_show_in_the_log_in_status_and_in_errors(
+        sqlite_ops: OpsEnv, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    from datetime import UTC, datetime
+
+    from bkit.ticking import failure_log
+
+    failure_log._last.clear()
+    caplog.set_level(logging.WARNING, logger="bkit.tick")
+    late = datetime(2026, 1, 1, tzinfo=UTC)  # the live clock, candles from 2019: no price
+    for minute in range(3):
+        assert Live.tick(XRP, STRATEGY, EXCHANGE, late + timedelta(minutes=minute)) is None
+    lines = [r.getMessage() for r in caplog.records if "tick failed" in r.getMessage()]
+    # one line with the reason; the next failures of the key within 10 minutes are counted
+    assert len(lines) == 1, lines
+    assert f"{XRP}·{STRATEGY}@{EXCHANGE} minute 2026-01-01T00:00Z" in lines[0]
+    assert "candles" in lines[0]
+    status = sqlite_ops.bkit("status")
+    assert status.returncode == 0, status.stderr
+    assert "1 key(s) FAILING" in status.stdout
+    assert "NOW 2026-01-01 00:02" in status.stdout and "candles" in status.stdout
+    listed = sqlite_ops.bkit("errors", STRATEGY, XRP)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("candles") == 3
+    assert sqlite_ops.bkit("errors", "--since", "bogus").returncode == 2
+    # a strategy module that does not import is an error, not a silent empty status
+    broken = sqlite_ops.bkit("status", BKIT_STRATEGIES="tests.integration.broken_strategy")
+    assert broken.returncode == 1
+    assert "broken_strategy" in broken.stderr
