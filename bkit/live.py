@@ -20,9 +20,11 @@ from sqlalchemy import select
 
 from bkit.broker.registry import broker_for
 from bkit.clock import SystemClock
+from bkit.core.errors import BkitError
 from bkit.core.registry import REGISTRY, get_config
 from bkit.core.results import RUN_ACTIONS, TickResult
 from bkit.core.statistics import ClosedTrade, ReportRow, compute_statistics
+from bkit.pricing import tick_price
 from bkit.report.markdown import render_markdown_report
 from bkit.runtime import enqueue_submit
 from bkit.store import signal_rows
@@ -31,7 +33,7 @@ from bkit.store.event_log import event_as_dict, events_after, last_event_id
 from bkit.store.keys import ensure_key, find_key, set_command, set_status
 from bkit.store.migrations import ensure_schema
 from bkit.store.tables import EventRecord, SignalRecord, StrategySymbol
-from bkit.ticking import TickEnv, bucket_of, run_tick
+from bkit.ticking import TickEnv, bucket_of, minute_of, run_tick
 
 REPORT_ACTIONS = ("scheduled", "opened", "closed", "cancelled")
 #: A market symbol as keys store it (the column holds 64 characters).
@@ -99,7 +101,30 @@ class LiveApi:
         key_id = self._key_id(symbol, strategy_name, exchange_name)
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        return run_tick(self._tick_env(), key_id, bucket_of(when))
+        env = self._tick_env()
+        bucket = bucket_of(when)
+        result = run_tick(env, key_id, bucket)
+        if result is None:
+            return self._stopped_idle(env, key_id, bucket)
+        return result
+
+    def _stopped_idle(self, env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
+        """SPEC §6: a stopped key with nothing live is `idle` (§4 step 4), not None; None
+        stays for a minute already ticked (or a tick that failed: its error event says why)."""
+        with session_scope(env.engine) as session:
+            key = session.get(StrategySymbol, key_id)
+            if key is None or key.status != "disabled" or key.last_bucket >= bucket:
+                return None
+            if signal_rows.live_signal(session, key_id) is not None:
+                return None
+            symbol, strategy_name, exchange_name = key.symbol, key.strategy_name, \
+                key.exchange_name
+        when = minute_of(bucket)
+        try:
+            price = tick_price(REGISTRY.exchange(exchange_name), symbol, when, get_config())
+        except BkitError:
+            return None
+        return TickResult("idle", symbol, strategy_name, exchange_name, price, when)
 
     def run(self, symbol: str, strategy_name: str, exchange_name: str, *,
             poll_seconds: float = 0.25) -> Iterator[TickResult]:

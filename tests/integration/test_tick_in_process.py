@@ -139,3 +139,26 @@ def test_malformed_symbols_are_refused_and_create_nothing(runtime: Runtime,
     with pytest.raises(ValueError, match="symbol must be 1-64 printable characters"):
         Live.tick(symbol, "it-long", "paper", START)
     assert Live.list() == []
+
+
+def test_a_stopped_flat_key_ticks_idle_not_none(runtime: Runtime) -> None:
+    """SPEC §6: once stopped and flat, `Live.tick` on the key returns `idle`; None stays for
+    a minute already ticked."""
+    opened = Live.tick("XRP/ETH", "it-long", "paper", START)
+    assert opened is not None and opened.action == "opened"
+    Live.stop("XRP/ETH", "it-long", "paper")
+    minute, actions = 1, []
+    while "closed" not in actions:  # the open position runs to its close first
+        result = Live.tick("XRP/ETH", "it-long", "paper", START + timedelta(minutes=minute))
+        assert result is not None
+        actions.append(result.action)
+        minute += 1
+        assert minute < 60
+    finished = Live.tick("XRP/ETH", "it-long", "paper", START + timedelta(minutes=minute))
+    assert finished is not None and finished.action == "idle"  # the drained key finishes
+    later = Live.tick("XRP/ETH", "it-long", "paper", START + timedelta(minutes=minute + 1))
+    assert later is not None and later.action == "idle" and later.signal is None
+    assert later.current_price > 0
+    assert later.created_at == START + timedelta(minutes=minute + 1)
+    with session_scope(get_engine()) as session:
+        assert session.execute(select(func.count()).select_from(SignalRecord)).scalar_one() == 1
