@@ -6,23 +6,28 @@ partial market fills that expire, lookups that lag, client ids unique among open
 ACK / RESULT / FULL answers and scriptable faults. Run it alone with `python -m bkit.venue`.
 """
 
-from bkit.venue.client import binance_client, point_ccxt_at
+from bkit.venue.client import binance_client, futures_client, point_ccxt_at
 from bkit.venue.errors import VenueError
 from bkit.venue.faults import VenueFault
+from bkit.venue.futures_model import DEFAULT_FUTURES_MARKETS, FuturesSpec, Position
 from bkit.venue.markets import DEFAULT_MARKETS, MarketSpec
 from bkit.venue.orders import VenueOrder, VenueTrade
 from bkit.venue.prices import read_candles_csv
 from bkit.venue.venue import Venue
 
 __all__ = [
+    "DEFAULT_FUTURES_MARKETS",
     "DEFAULT_MARKETS",
+    "FuturesSpec",
     "MarketSpec",
+    "Position",
     "Venue",
     "VenueError",
     "VenueFault",
     "VenueOrder",
     "VenueTrade",
     "binance_client",
+    "futures_client",
     "point_ccxt_at",
     "read_candles_csv",
 ]

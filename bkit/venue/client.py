@@ -1,7 +1,8 @@
 """Pointing the real `ccxt.binance` client at a venue on another host (this one, in tests).
 
 `point_ccxt_at` rewrites every API URL of a ccxt client to a base URL; `binance_client` builds
-a spot-only `ccxt.binance` aimed at a venue with one exchangeInfo call per `load_markets`.
+a spot-only `ccxt.binance` aimed at a venue with one exchangeInfo call per `load_markets`;
+`futures_client` a `ccxt.binanceusdm` likewise (one `fapi/v1/exchangeInfo` call).
 """
 
 from __future__ import annotations
@@ -43,5 +44,22 @@ def binance_client(base_url: str, api_key: str = "venue-key", secret: str = "ven
     options = {**SPOT_ONLY_OPTIONS, **config.pop("options", {})}
     client = ccxt.binance({"apiKey": api_key, "secret": secret, "enableRateLimit": False,
                            "timeout": timeout_ms, "options": options, **config})
+    point_ccxt_at(client, base_url)
+    return client
+
+
+#: ccxt options that cut a `binanceusdm` `load_markets` to one `fapi/v1/exchangeInfo` call.
+FUTURES_OPTIONS: dict[str, Any] = {"fetchMarkets": {"types": ["linear"]},
+                                   "fetchCurrencies": False, "fetchMargins": False}
+
+
+def futures_client(base_url: str, api_key: str = "venue-key", secret: str = "venue-secret",
+                   timeout_ms: int = 10_000, **config: Any) -> Any:
+    """A `ccxt.binanceusdm` client (USDⓈ-M only, no rate limiter) pointed at the venue."""
+    import ccxt
+
+    options = {**FUTURES_OPTIONS, **config.pop("options", {})}
+    client = ccxt.binanceusdm({"apiKey": api_key, "secret": secret, "enableRateLimit": False,
+                               "timeout": timeout_ms, "options": options, **config})
     point_ccxt_at(client, base_url)
     return client

@@ -1,9 +1,9 @@
 """The venue's HTTP side: a ThreadingHTTPServer on 127.0.0.1 that speaks Binance's REST dialect.
 
 Each request is counted, checked against the armed faults, matched (resting orders are re-checked
-against the price first), routed to the spot engine under the venue's lock, and answered as
-Binance does (JSON, HTTP 400 with `{"code", "msg"}` for a refusal). Signed endpoints need an
-`X-MBX-APIKEY` header (any key, any signature).
+against the price first), routed to the spot or futures (`/fapi/`) engine under the venue's lock,
+and answered as Binance does (JSON, HTTP 400 with `{"code", "msg"}` for a refusal). Signed
+endpoints need an `X-MBX-APIKEY` header (any key, any signature).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from bkit.venue.errors import VenueError
+from bkit.venue.fapi import Fapi
 from bkit.venue.faults import VenueFault
 
 if TYPE_CHECKING:
@@ -24,6 +25,13 @@ if TYPE_CHECKING:
 ORDER_PATH = "/api/v3/order"
 SIGNED_PATHS = frozenset({ORDER_PATH, "/api/v3/openOrders", "/api/v3/account",
                           "/api/v3/myTrades"})
+#: Futures endpoints that need no API key; every other `/fapi/` path is signed.
+PUBLIC_FAPI = frozenset({"/fapi/v1/ping", "/fapi/v1/time", "/fapi/v1/exchangeInfo",
+                         "/fapi/v1/premiumIndex"})
+
+
+def is_signed(path: str) -> bool:
+    return path in SIGNED_PATHS or (path.startswith("/fapi/") and path not in PUBLIC_FAPI)
 
 
 class VenueHTTPServer(ThreadingHTTPServer):
@@ -46,6 +54,7 @@ def routes(venue: Venue) -> dict[tuple[str, str], Callable[[dict[str, str]], Any
         ("DELETE", ORDER_PATH): spot.cancel_order,
         ("GET", "/api/v3/openOrders"): spot.open_orders,
         ("GET", "/api/v3/myTrades"): spot.my_trades,
+        **Fapi(venue.futures).routes(),
     }
 
 
@@ -59,7 +68,7 @@ def make_handler(venue: Venue) -> type[BaseHTTPRequestHandler]:
             """Silence the default stderr access log."""
 
         def _handle(self, method: str, path: str, params: dict[str, str]) -> tuple[int, Any]:
-            if path in SIGNED_PATHS and not self.headers.get("X-MBX-APIKEY"):
+            if is_signed(path) and not self.headers.get("X-MBX-APIKEY"):
                 return 401, {"code": -2014, "msg": "API-key format invalid."}
             handler = table.get((method, path))
             if handler is None:
@@ -67,6 +76,7 @@ def make_handler(venue: Venue) -> type[BaseHTTPRequestHandler]:
             try:
                 with venue.lock:
                     venue.engine.match()
+                    venue.futures.match()
                     return 200, handler(params)
             except VenueError as error:
                 return error.status, error.body()

@@ -17,12 +17,22 @@ from decimal import Decimal
 from bkit.core.candles import Candle
 from bkit.venue.accounts import FeeRule, dec
 from bkit.venue.faults import FaultBoard, VenueFault
+from bkit.venue.futures import FuturesEngine
+from bkit.venue.futures_model import (
+    DEFAULT_FUTURES_MARKETS,
+    FuturesOrder,
+    FuturesSpec,
+    FuturesTrade,
+    Income,
+    Position,
+)
 from bkit.venue.markets import DEFAULT_MARKETS, MarketSpec
 from bkit.venue.orders import RESPONSE_TYPES, VenueOrder, VenueTrade
 from bkit.venue.server import VenueHTTPServer, make_handler
 from bkit.venue.spot import SpotEngine
 
 DEFAULT_BALANCES: dict[str, float] = {"USDT": 10000.0, "BTC": 0.0}
+DEFAULT_FUTURES_BALANCES: dict[str, float] = {"USDT": 10000.0}
 
 
 def wall_clock_ms() -> int:
@@ -36,6 +46,8 @@ class Venue:
     `fee_rule` "base", "quote" or a third asset ("BNB", priced at `fee_asset_price` in the
     traded market's quote currency); `clock` returns the venue time in ms (default: the wall
     clock; `set_clock` freezes it); `slippage` a fraction moved against market orders.
+    Futures (USDⓈ-M, `/fapi/`): `futures_markets` (symbols like "BTC/USDT:USDT") and
+    `futures_balances` (the USDT wallet; only USDT is modelled).
     """
 
     def __init__(self, markets: Iterable[MarketSpec] = DEFAULT_MARKETS,
@@ -43,7 +55,10 @@ class Venue:
                  fee_rate: float | str | Decimal = "0.001", fee_rule: str = "base",
                  fee_asset_price: float | str | Decimal | None = None,
                  clock: Callable[[], int] | None = None, slippage: float | str = 0,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0,
+                 futures_markets: Iterable[FuturesSpec] = DEFAULT_FUTURES_MARKETS,
+                 futures_balances: Mapping[str, float | int | str | Decimal] | None = None
+                 ) -> None:
         fees = FeeRule(dec(fee_rate), fee_rule,
                        None if fee_asset_price is None else dec(fee_asset_price))
         if fee_rule not in ("base", "quote") and fees.asset_price is None:
@@ -53,6 +68,11 @@ class Venue:
         self.engine = SpotEngine(markets, DEFAULT_BALANCES if balances is None else balances,
                                  fees, self.now_ms)
         self.engine.slippage = dec(slippage)
+        wallet = (DEFAULT_FUTURES_BALANCES if futures_balances is None
+                  else futures_balances).get("USDT", 0)
+        self.futures = FuturesEngine(futures_markets, dec(wallet), self.now_ms,
+                                     self.engine.prices)
+        self.futures.slippage = dec(slippage)
         self.faults = FaultBoard()
         self._counts: Counter[str] = Counter()
         self._stopping = threading.Event()
@@ -112,30 +132,51 @@ class Venue:
             else:
                 frozen = int(now_ms)
                 self._clock = lambda: frozen
-            self.engine.match()
+            self._match()
+
+    def _match(self) -> None:
+        self.engine.match()
+        self.futures.match()
 
     def load_candles(self, symbol: str, candles: Sequence[Candle]) -> None:
-        """Serve these 1m candles for `symbol` and price from them."""
+        """Serve these 1m candles for `symbol` and price from them (a futures symbol such as
+        "BTC/USDT:USDT" gets its own; otherwise futures price from the spot market's)."""
         with self.lock:
-            self.engine.prices.load(self.engine.spec(symbol).market_id, candles)
-            self.engine.match()
+            if ":" in symbol:
+                self.futures.prices.load(self.futures.spec(symbol).market_id, candles)
+            else:
+                self.engine.prices.load(self.engine.spec(symbol).market_id, candles)
+            self._match()
 
     def set_price(self, symbol: str, price: float | str | Decimal | None) -> None:
-        """Override the current price of `symbol` (None: back to the candles); then match."""
+        """Override the current price of `symbol` (None: back to the candles); then match.
+        A spot symbol moves the futures market of the same id too, unless that one has its own
+        price ("BTC/USDT:USDT", `set_mark_price`)."""
         with self.lock:
-            market_id = self.engine.spec(symbol).market_id
-            self.engine.prices.set_price(market_id, None if price is None else dec(price))
-            self.engine.match()
+            value = None if price is None else dec(price)
+            if ":" in symbol:
+                self.futures.prices.set_price(self.futures.spec(symbol).market_id, value)
+            else:
+                self.engine.prices.set_price(self.engine.spec(symbol).market_id, value)
+            self._match()
+
+    def set_mark_price(self, symbol: str, price: float | str | Decimal | None) -> None:
+        """The futures mark (= trade) price of `symbol`; stops, limits and liquidations
+        follow it."""
+        self.set_price(self.futures.spec(symbol).symbol, price)
 
     def price(self, symbol: str) -> Decimal | None:
         """The current price of `symbol` (override, else the last closed 1m close)."""
         with self.lock:
+            if ":" in symbol:
+                return self.futures.mark(self.futures.spec(symbol).market_id)
             return self.engine.prices.current(self.engine.spec(symbol).market_id, self.now_ms())
 
     def set_slippage(self, fraction: float | str | Decimal) -> None:
         """Market orders fill at the current price moved by `fraction` against the taker."""
         with self.lock:
             self.engine.slippage = dec(fraction)
+            self.futures.slippage = dec(fraction)
 
     def set_fill_fraction(self, fraction: float | str | Decimal,
                           symbol: str | None = None) -> None:
@@ -145,9 +186,10 @@ class Venue:
             self.engine.fill_fraction[key] = dec(fraction)
 
     def match(self) -> None:
-        """Fill the resting limit orders the price has reached (run at every request too)."""
+        """Fill the resting limit orders the price has reached, trigger stops, liquidate and
+        charge funding (run at every request too)."""
         with self.lock:
-            self.engine.match()
+            self._match()
 
     def fill_order(self, client_order_id: str, price: float | str | Decimal | None = None,
                    fraction: float | str | Decimal = 1.0) -> None:
@@ -161,6 +203,7 @@ class Venue:
         """GET /api/v3/order answers -2013 for an order until `seconds` after its acceptance."""
         with self.lock:
             self.engine.lookup_lag = max(0.0, float(seconds))
+            self.futures.lookup_lag = max(0.0, float(seconds))
 
     def set_response_type(self, forced: str | None) -> None:
         """Answer every create in `forced` (ACK, RESULT, FULL) whatever was asked; None: as
@@ -207,6 +250,77 @@ class Venue:
         with self.lock:
             market_id = None if symbol is None else self.engine.spec(symbol).market_id
             return [replace(t) for t in self.engine.trades if market_id in (None, t.market_id)]
+
+    # futures -----------------------------------------------------------------------------------
+    def positions(self, symbol: str | None = None) -> list[Position]:
+        """Open futures positions (copies), on `symbol` if given."""
+        with self.lock:
+            market_id = None if symbol is None else self.futures.spec(symbol).market_id
+            return [replace(p) for p in self.futures.positions.values()
+                    if p.amount and market_id in (None, p.market_id)]
+
+    def wallet(self) -> Decimal:
+        """The futures USDT wallet balance (margins included, unrealised PnL not)."""
+        with self.lock:
+            return self.futures.wallet_balance
+
+    def available(self) -> Decimal:
+        """The futures balance free for new margin."""
+        with self.lock:
+            return self.futures.available()
+
+    def liquidation_price(self, symbol: str, position_side: str = "BOTH") -> Decimal | None:
+        with self.lock:
+            pos = self.futures.positions.get((self.futures.spec(symbol).market_id,
+                                              position_side))
+            return None if pos is None else self.futures.liquidation_price(pos)
+
+    def leverage(self, symbol: str) -> int:
+        with self.lock:
+            return self.futures.settings[self.futures.spec(symbol).market_id].leverage
+
+    def margin_type(self, symbol: str) -> str:
+        """ISOLATED or CROSSED (Binance's default)."""
+        with self.lock:
+            return self.futures.settings[self.futures.spec(symbol).market_id].margin_type
+
+    def hedge_mode(self) -> bool:
+        with self.lock:
+            return self.futures.hedge_mode
+
+    def set_funding_rate(self, symbol: str, rate: float | str | Decimal) -> None:
+        """The funding rate charged at the next 8-hour marks (default 0.0001)."""
+        with self.lock:
+            self.futures.funding_rates[self.futures.spec(symbol).market_id] = dec(rate)
+
+    def set_maintenance_margin_rate(self, rate: float | str | Decimal) -> None:
+        with self.lock:
+            self.futures.maintenance_rate = dec(rate)
+
+    def set_futures_fee(self, taker: float | str | Decimal,
+                        maker: float | str | Decimal | None = None) -> None:
+        """Futures commission rates (fractions; default taker 0.0004, maker 0.0002)."""
+        with self.lock:
+            self.futures.taker_fee = dec(taker)
+            self.futures.maker_fee = dec(taker if maker is None else maker)
+
+    def set_wallet(self, amount: float | str | Decimal) -> None:
+        with self.lock:
+            self.futures.set_wallet(amount)
+
+    def futures_orders(self) -> list[FuturesOrder]:
+        """Every futures order (conditional ones have `algo`), oldest first (copies)."""
+        with self.lock:
+            return [replace(o, trades=list(o.trades)) for o in self.futures.orders]
+
+    def futures_trades(self) -> list[FuturesTrade]:
+        with self.lock:
+            return [replace(t) for t in self.futures.trades]
+
+    def incomes(self, income_type: str | None = None) -> list[Income]:
+        """The futures income log (REALIZED_PNL, COMMISSION, FUNDING_FEE, INSURANCE_CLEAR)."""
+        with self.lock:
+            return [i for i in self.futures.incomes if income_type in (None, i.income_type)]
 
     # faults and counters -----------------------------------------------------------------------
     def fail_next(self, path: str, fault: VenueFault, count: int = 1) -> None:

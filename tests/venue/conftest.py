@@ -11,7 +11,7 @@ import ccxt
 import pytest
 
 from bkit.testing.fake_exchange import point_ccxt_at
-from bkit.venue import DEFAULT_MARKETS, MarketSpec, Venue
+from bkit.venue import DEFAULT_MARKETS, MarketSpec, Venue, futures_client
 
 FIXTURES = Path(__file__).with_name("fixtures")
 NOW_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -57,3 +57,19 @@ def captured() -> dict[str, list[dict[str, Any]]]:
     """The captured Binance cases (ccxt static tests), by ccxt method name."""
     data = json.loads((FIXTURES / "binance_spot_responses.json").read_text())
     return data["methods"]
+
+
+@pytest.fixture
+def fut() -> Iterator[Venue]:
+    """A 10,000 USDT futures wallet; clock frozen; BTC at 50,000 (spot and futures)."""
+    with Venue(futures_balances={"USDT": 10000}) as v:
+        v.set_clock(NOW_MS)
+        v.set_price("BTC/USDT", 50000)
+        yield v
+
+
+@pytest.fixture
+def fc(fut: Venue) -> Any:
+    client = futures_client(fut.base_url)
+    client.load_markets()
+    return client
