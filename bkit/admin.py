@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from bkit.store.migrations import ensure_schema
 from bkit.store.tables import BkitSetting, EventRecord, SignalRecord, StrategySymbol
 
 HALT_KEY = "halt"
+#: ccxt's unified symbols: BASE/QUOTE, optionally :SETTLE (and -EXPIRY) for derivatives.
+_SYMBOL_FORMAT = re.compile(r"^[A-Z0-9][A-Z0-9._]*/[A-Z0-9][A-Z0-9._]*(:[A-Z0-9]+(-[A-Z0-9]+)*)?$")
 
 
 class AdminError(BkitError):
@@ -208,6 +211,10 @@ def _check_symbols(symbols: Sequence[str]) -> list[str]:
         if not isinstance(symbol, str) or not symbol.strip() or len(symbol) > 64 \
                 or any(ch.isspace() for ch in symbol):
             raise UnknownTargetError(f"invalid symbol {symbol!r}")
+        if not _SYMBOL_FORMAT.match(symbol):
+            raise UnknownTargetError(
+                f"invalid symbol {symbol!r}: symbols are BASE/QUOTE in capitals, as ccxt "
+                "writes them (BTC/USDT, XRP/ETH, BTC/USDT:USDT for a perpetual)")
         if symbol not in cleaned:
             cleaned.append(symbol)
     return cleaned

@@ -33,4 +33,22 @@ def tick_price(exchange: ExchangeSchema, symbol: str, when: datetime, config: Co
         candles = closed_candles_before(parse_candles(raw or [], symbol), when, count)
         return vwap(candles)
     except CandleError as exc:
-        raise PriceUnavailableError(f"{where}: {exc}") from exc
+        raise PriceUnavailableError(f"{where}: {exc}{_outside_data(exchange, symbol, when)}"
+                                    ) from exc
+
+
+def _outside_data(exchange: ExchangeSchema, symbol: str, when: datetime) -> str:
+    """A hint when a paper exchange's data and the clock do not overlap (the usual cause of
+    "no closed candles" on the live clock: the shipped candles are from 2019)."""
+    span = getattr(exchange.source, "span", None)
+    if not callable(span):
+        return ""
+    try:
+        first, last = span(symbol)
+    except (ValueError, KeyError):
+        return ""
+    if first <= when <= last:
+        return ""
+    return (f" (the paper exchange's candles for {symbol} run {first:%Y-%m-%d %H:%M} to "
+            f"{last:%Y-%m-%d %H:%M} UTC, the tick is at {when:%Y-%m-%d %H:%M}: replay them with "
+            "BKIT_REPLAY_START / BKIT_REPLAY_SPEED / BKIT_REPLAY_EPOCH, see the README)")

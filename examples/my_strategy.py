@@ -13,14 +13,15 @@ from datetime import datetime, timedelta
 from statistics import fmean
 
 from bkit import add_strategy
-from bkit.exchange.paper import add_paper_exchange
+from bkit.exchange.paper import add_paper_exchange, shipped_series
 
 EXCHANGE = "my-paper"
 STRATEGY = "my-momentum"
 SYMBOL = "XRP/ETH"
 
-# Serves the shipped sample for any symbol, and only candles that closed before "now".
-exchange = add_paper_exchange(EXCHANGE)
+# Replays the candles shipped with bkit (XRP/ETH, UNITTEST/BTC), only those that closed
+# before "now": run it on the replay clock (examples/run_embedded.sh sets it).
+exchange = add_paper_exchange(EXCHANGE, series=shipped_series())
 
 
 def get_signal(symbol: str, when: datetime, current_price: float) -> dict | None:

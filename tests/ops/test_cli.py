@@ -101,7 +101,7 @@ def test_key_lifecycle_records_who_and_refuses_unknown_names(sqlite_ops: OpsEnv)
     assert lines[0] == "trading: running (not halted)"
     assert lines[1].split() == ["STRATEGY", "EXCHANGE", "SYMBOL", "STATUS", "LIVE", "SIGNAL",
                                 "LAST", "TICK", "(UTC)", "LAG", "CLOSED", "WIN", "%", "PNL",
-                                "%"]
+                                "%", "REALISED", "LAST", "ERROR"]
     assert [line.split()[2:4] for line in lines[3:]] == [[BTC, "draining"], [XRP, "disabled"]]
 
 
@@ -188,15 +188,18 @@ def test_failing_ticks_show_in_the_log_in_status_and_in_errors(
     # one line with the reason; the next failures of the key within 10 minutes are counted
     assert len(lines) == 1, lines
     assert f"{XRP}·{STRATEGY}@{EXCHANGE} minute 2026-01-01T00:00Z" in lines[0]
-    assert "candles" in lines[0]
+    assert "candles" in lines[0] and "BKIT_REPLAY_START" in lines[0]  # says how to fix it
     status = sqlite_ops.bkit("status")
     assert status.returncode == 0, status.stderr
     assert "1 key(s) FAILING" in status.stdout
     assert "NOW 2026-01-01 00:02" in status.stdout and "candles" in status.stdout
     listed = sqlite_ops.bkit("errors", STRATEGY, XRP)
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.count("candles") == 3
+    assert listed.stdout.count("no closed candles to price from") == 3
     assert sqlite_ops.bkit("errors", "--since", "bogus").returncode == 2
+    for bad in ("xrp/eth", "FOO", "BTC-USDT"):  # not a ccxt symbol: refused, nothing written
+        refused = sqlite_ops.bkit("enable", STRATEGY, bad, "--exchange", EXCHANGE)
+        assert refused.returncode == 2 and "BASE/QUOTE" in refused.stderr, bad
     # a strategy module that does not import is an error, not a silent empty status
     broken = sqlite_ops.bkit("status", BKIT_STRATEGIES="tests.integration.broken_strategy")
     assert broken.returncode == 1
