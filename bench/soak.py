@@ -90,6 +90,29 @@ def _venue(keys: int, speed: float, epoch: datetime) -> tuple[Any, dict[str, str
     return venue, initial
 
 
+def _freeze_and_poll_stops(engine: Any, venue: Any) -> None:
+    """For an exact end-of-run comparison: the venue's prices stop moving, and every resting
+    protective stop is looked at once more (a stop that filled in the last seconds is then
+    recorded, as the next poll would have done)."""
+    from bkit.store.tables import OrderIntent
+
+    venue.set_clock(venue.now_ms())
+    frozen = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(update(OrderIntent).where(OrderIntent.kind == "stop",
+                                               OrderIntent.status == "open")
+                     .values(next_attempt_at=frozen))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with engine.begin() as conn:
+            stale = conn.execute(select(func.count()).select_from(OrderIntent).where(
+                OrderIntent.kind == "stop", OrderIntent.status == "open",
+                OrderIntent.updated_at < frozen)).scalar_one()  # type: ignore[operator]
+        if stale == 0:
+            return
+        time.sleep(0.5)
+
+
 def venue_symbol(i: int) -> str:
     return f"S{i:05d}/{'ETH' if i % 2 == 0 else 'BTC'}"
 
@@ -198,11 +221,14 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
         # worker, so every intent reaches its outcome before the check.
         with engine.begin() as conn:
             conn.execute(update(StrategySymbol).values(status="disabled"))
+        if place is not None:
+            _freeze_and_poll_stops(engine, place[0])
         drain_deadline = time.monotonic() + 60
         while time.monotonic() < drain_deadline:  # let the orders queue finish in-flight work
             with session_scope(engine) as session:
                 waiting = session.execute(select(func.count()).select_from(OrderIntent).where(
-                    OrderIntent.status.in_(["pending", "sending", "unknown", "acked", "open"]))  # type: ignore
+                    OrderIntent.status.in_(["pending", "sending", "unknown", "acked", "open"]),  # type: ignore
+                    ~((OrderIntent.kind == "stop") & (OrderIntent.status == "open")))
                 ).scalar_one()
             if waiting == 0:
                 break
@@ -231,7 +257,8 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
             EventRecord.kind == "signal",
             cast(EventRecord.payload, String).like('%"duration_ms"%'))).scalar_one()
         intents = {i.client_order_id: i.status for i in session.execute(
-            select(OrderIntent)).scalars()}
+            select(OrderIntent)).scalars()
+            if not (i.kind == "stop" and i.status == "open")}  # a resting stop is fine
         paper = [o.client_order_id for o in session.execute(select(PaperOrder)).scalars()]
     result.opened, result.closed = counts.get("opened", 0), counts.get("closed", 0)
     # Positions must still be ticked near the end. A killed tick holds its keys until their
@@ -250,9 +277,12 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
     if place is not None:  # the account holds exactly what bkit's recorded fills say
         from bkit.testing.ledger import venue_problems
 
-        result.violations += venue_problems(engine, place[0], place[1])
+        result.violations += venue_problems(engine, place[0], place[1], protected=True)
         paper = list(intents)  # no paper orders: the venue is the record
-    drop_database(db)
+    if os.environ.get("SOAK_KEEP_DB"):  # for a post-mortem: the database is left in place
+        print(f"database kept: {db}", flush=True)
+    else:
+        drop_database(db)
     redis.Redis.from_url(broker_url).flushdb()
     return result
 

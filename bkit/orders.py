@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import Engine, or_, select, update
 
 from bkit import events
-from bkit.broker.base import OrderBroker
+from bkit.broker.base import OrderBroker, stop_broker
 from bkit.clock import Clock
 from bkit.core.candles import floor_to_minute
 from bkit.core.config import Config
@@ -39,8 +39,11 @@ from bkit.core.order_outcomes import (
     OrderFill,
     confirm_open,
     record_exit_fill,
+    record_stop_fill,
     refuse_close,
     reject_open,
+    replace_stop,
+    stop_refused,
 )
 from bkit.core.orders import (
     FINAL_STATUSES,
@@ -58,7 +61,7 @@ from bkit.core.orders import (
     settle_verdict,
 )
 from bkit.core.registry import REGISTRY, get_config
-from bkit.core.results import Notice
+from bkit.core.results import Notice, TickResult
 from bkit.exchange.errors import DefinitiveExchangeError, ExchangeError, TransientExchangeError
 from bkit.faults import crash_point
 from bkit.store import signal_rows
@@ -88,8 +91,9 @@ class OrdersEnv:
     entry_timeout_seconds: float = 7200.0
     backoff_ceiling_seconds: float = 60.0
     rate_limit_backoff_seconds: float = 30.0
-    #: How often a resting order is polled (wall s).
+    #: How often a resting order is polled (wall s); a resting protective stop, less often.
     poll_seconds: float = 5.0
+    stop_poll_seconds: float = 30.0
 
     @property
     def origin(self) -> str:
@@ -165,6 +169,10 @@ def _send(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
             return "halted"  # the kill switch holds new entries in the outbox; exits still go
         amount = intent.amount if intent.amount is not None else intent.cost / intent.price
     else:
+        if intent.kind == "close":
+            waiting = _clear_stops(env, intent, broker)
+            if waiting is not None:
+                return waiting
         sized = _size_exit(env, intent, broker)
         if isinstance(sized, str):
             return sized
@@ -180,8 +188,11 @@ def _send(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
     intent.not_found_looks = 0
     try:
         crash_point("submit.before_send")
-        answer = broker.place(intent.symbol, intent.side, amount, intent.price,
-                              intent.client_order_id, kind=intent.kind)
+        if intent.kind == "stop":
+            answer = _place_stop(env, intent, broker, amount)
+        else:
+            answer = broker.place(intent.symbol, intent.side, amount, intent.price,
+                                  intent.client_order_id, kind=intent.kind)
         crash_point("submit.after_send")
     except DefinitiveExchangeError as exc:
         if exc.kind == "duplicate_order":  # an order with this id is open: look at it
@@ -216,6 +227,88 @@ def _size_exit(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> floa
     if size.problem is not None:
         return _refused(env, intent, f"nothing sellable sent: {size.problem}")
     return size.amount
+
+
+# --- protective stops (SPEC §10) -----------------------------------------------------------
+def _place_stop(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker,
+                amount: float) -> VenueOrder:
+    protector = stop_broker(broker, intent.symbol)
+    if protector is None:
+        raise DefinitiveExchangeError(f"{intent.exchange_name} cannot hold a stop on "
+                                      f"{intent.symbol}", kind="not_supported")
+    offset = env.config().CC_EXCHANGE_STOP_LIMIT_OFFSET_PERCENT / 100
+    limit = intent.price * (1 - offset) if intent.side == "sell" else \
+        intent.price * (1 + offset)
+    return protector.place_stop(intent.symbol, intent.side, amount, intent.price, limit,
+                                intent.client_order_id)
+
+
+def _active_stops(env: OrdersEnv, intent: OrderIntent) -> list[OrderIntent]:
+    with session_scope(env.engine) as session:
+        return list(session.execute(select(OrderIntent).where(
+            OrderIntent.key_id == intent.key_id, OrderIntent.signal_id == intent.signal_id,
+            OrderIntent.kind == "stop",
+            OrderIntent.status.in_(RETRYABLE))).scalars())  # type: ignore[attr-defined]
+
+
+def _clear_stops(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str | None:
+    """Before bkit exits a position itself, its protective stop leaves the venue: cancelled,
+    then looked up; a stop that filled meanwhile is the close (recorded now), and the exit
+    then sells only what is left, if anything. None: go on with the exit; else what
+    happened (the exit waits for the stop's final state)."""
+    for stop in _active_stops(env, intent):
+        if not _settle_stop(env, stop, broker):
+            _release(env, intent, "pending", delay=2.0)
+            return "waiting_for_stop"
+    with session_scope(env.engine) as session:
+        record = signal_rows.find_signal(session, intent.key_id, intent.signal_id)
+        state = None if record is None else record.state
+    if state != "closing":  # the stop closed it: this exit is not needed
+        _release(env, intent, "canceled", enqueue=False,
+                 error="superseded: the protective stop closed the position")
+        return "superseded"
+    return None
+
+
+def _settle_stop(env: OrdersEnv, stop: OrderIntent, broker: OrderBroker) -> bool:
+    """Cancel a stop and record its final state. False: not final yet (try again)."""
+    claimed = _claim(env, stop.id) if stop.id is not None else None
+    if claimed is None:
+        return False  # another worker is on it right now
+    if claimed.status == "pending":  # never on the venue (or refused): nothing to cancel
+        _release(env, claimed, "canceled", enqueue=False, error="exit: stop not needed")
+        return True
+    try:
+        broker.cancel(claimed.symbol, claimed.client_order_id)
+        order = broker.lookup(claimed.symbol, claimed.client_order_id)
+    except ExchangeError as exc:
+        _cannot_tell(env, claimed, _LEGACY.get(claimed.status, claimed.status), exc)
+        return False
+    if order is None or order.state in ("open", "unknown"):
+        _release(env, claimed, _LEGACY.get(claimed.status, claimed.status), delay=1.0)
+        return False
+    try:
+        fill = _fill_of(claimed, broker, order)
+    except ExchangeError as exc:
+        _cannot_tell(env, claimed, claimed.status, exc)
+        return False
+    _finish(env, claimed, broker, order, fill)
+    return True
+
+
+def _stop_refused(env: OrdersEnv, intent: OrderIntent, message: str) -> str:
+    """The venue refused the protective stop: the tick watches the SL; tried again with
+    backoff (nothing exists on the venue, so the same client id is safe)."""
+    refusals = intent.refusals + 1
+    delay = min(300.0, backoff_seconds(refusals, ceiling_s=300.0))
+    values: dict[str, Any] = {"status": "pending", "refusals": refusals, "last_error": message,
+                              "unknown_since": None,
+                              "next_attempt_at": datetime.now(UTC) + timedelta(seconds=delay)}
+    done = _transition(env, intent, values,
+                       lambda ctx, row, _c, when, _f: stop_refused(ctx, row, when, message))
+    if done and intent.id is not None:
+        env.enqueue(intent.id, delay)
+    return "stop_refused" if done else "stale"
 
 
 # --- looking --------------------------------------------------------------------------------
@@ -296,7 +389,10 @@ def _evidence(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, status: 
         return status
     if state == "open":
         _maybe_cancel_resting_entry(env, intent, broker)
-        _release(env, intent, "open", delay=env.poll_seconds, polls=intent.polls + 1,
+        if intent.kind == "stop" and intent.status != "open":
+            _protected(env, intent)
+        delay = env.stop_poll_seconds if intent.kind == "stop" else env.poll_seconds
+        _release(env, intent, "open", delay=delay, polls=intent.polls + 1,
                  filled_amount=order.filled_amount, fill_price=order.average, **ids)
         return "open"
     try:
@@ -304,6 +400,18 @@ def _evidence(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, status: 
     except ExchangeError as exc:  # fees unknown yet: look again, change nothing
         return _cannot_tell(env, intent, status, exc)
     return _finish(env, intent, broker, order, fill)
+
+
+def _protected(env: OrdersEnv, intent: OrderIntent) -> None:
+    """The stop rests on the venue: the position is protected (shown on the signal)."""
+    with session_scope(env.engine) as session:
+        session.execute(select(StrategySymbol).where(StrategySymbol.id == intent.key_id)
+                        .with_for_update())  # lock discipline: the key row first
+        record = signal_rows.find_signal(session, intent.key_id, intent.signal_id,
+                                         for_update=True)
+        if record is not None and record.state == "opened":
+            record.extra = {**(record.extra or {}), "protection": "open",
+                            "stop_client_order_id": intent.client_order_id}
 
 
 def _maybe_cancel_resting_entry(env: OrdersEnv, intent: OrderIntent,
@@ -357,11 +465,13 @@ def _finish(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, order: Ven
     """Record a final order and the signal's transition in one transaction."""
     state = order.state
     dust_rule = None
-    if intent.kind == "close":
+    if intent.kind in ("close", "stop"):
         try:
             dust_rule = broker.rules(intent.symbol)
         except ExchangeError as exc:
             return _cannot_tell(env, intent, _LEGACY.get(intent.status, intent.status), exc)
+    protect = intent.kind == "open" and env.config().CC_EXCHANGE_STOP and \
+        stop_broker(broker, intent.symbol) is not None
     values = {"status": state, "filled_amount": fill.filled, "fill_price": fill.average,
               "filled_cost": fill.cost, "base_fee": fill.base_fee, "fees_quote": fill.fees_quote,
               "fees_paid_quote": fill.fees_paid_quote, "fees": _fees_json(order) or None,
@@ -371,14 +481,23 @@ def _finish(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, order: Ven
              finished: bool) -> TickOutcome:
         if intent.kind == "open":
             if fill.filled > 0:
-                return confirm_open(ctx, row, fill, when)
+                return confirm_open(ctx, row, fill, when, protect=protect)
             return reject_open(ctx, row, when, f"entry order {intent.client_order_id} ended "
                                f"{state} with nothing filled")
         assert dust_rule is not None
         remaining = (row.amount or 0.0) - fill.filled
         price = fill.average or intent.price
-        return record_exit_fill(ctx, row, fill, when, config,
-                                remainder_is_dust=remainder_is_dust(remaining, price, dust_rule),
+        dust = remainder_is_dust(remaining, price, dust_rule)
+        if intent.kind == "stop":
+            if fill.filled > 0:
+                return record_stop_fill(ctx, row, fill, when, config, remainder_is_dust=dust,
+                                        finished=finished)
+            if row.state == "opened":
+                return replace_stop(ctx, row, when, f"the stop ended {state} unfilled")
+            return TickOutcome(result=TickResult("idle", ctx.symbol, ctx.strategy_name,
+                                                 ctx.exchange_name, row.price_open, when,
+                                                 signal=row.public()))
+        return record_exit_fill(ctx, row, fill, when, config, remainder_is_dust=dust,
                                 finished=finished)
 
     done = _transition(env, intent, values, step)
@@ -389,6 +508,8 @@ def _refused(env: OrdersEnv, intent: OrderIntent, message: str) -> str:
     """The venue refused the create call (or nothing sellable could be sent): nothing exists
     on the venue under this id. An entry is rolled back; an exit is retried (same id, safe:
     no order exists) with backoff until it is `stuck`."""
+    if intent.kind == "stop":
+        return _stop_refused(env, intent, message)
     if intent.kind == "open":
         done = _transition(env, intent, {"status": "rejected", "last_error": message},
                            lambda ctx, row, config, when, _f: reject_open(ctx, row, when,
@@ -431,10 +552,14 @@ def _transition(env: OrdersEnv, intent: OrderIntent, values: dict[str, Any], ste
             setattr(stored, name, value)
         stored.sending_until, stored.updated_at = None, now
         row = None if record is None else signal_rows.to_core(record)
-        expected = "opening" if intent.kind == "open" else "closing"
-        if row is None or row.state != expected:
+        expected = {"open": ("opening",), "close": ("closing",),
+                    "stop": ("opened", "closing")}[intent.kind]
+        if row is None or row.state not in expected:
             log.warning("intent %s: signal %s is not %s; evidence %s recorded on the intent "
-                        "only", intent.id, intent.signal_id, expected, values.get("status"))
+                        "only", intent.id, intent.signal_id, " or ".join(expected),
+                        values.get("status"))
+            if stored.status in ("pending", "unknown", "open") and not stored.filled_amount:
+                stored.status = "canceled"  # nothing waits for it any more: never re-sent
             return False
         ctx = KeyContext(key.symbol, key.strategy_name, key.exchange_name)
         outcome = step(ctx, _with_order(row, stored), config, when, key.status == "draining")

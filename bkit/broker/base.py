@@ -75,6 +75,29 @@ class OrderBroker(Protocol):
         ...
 
 
+class StopBroker(Protocol):
+    """A broker that can put a protective stop on the venue (SPEC §10)."""
+
+    def supports_stops(self, symbol: str) -> bool:
+        ...
+
+    def place_stop(self, symbol: str, side: str, amount: float, stop_price: float,
+                   limit_price: float, client_order_id: str) -> VenueOrder:
+        ...
+
+
+def stop_broker(broker: OrderBroker | None, symbol: str) -> StopBroker | None:
+    """`broker` as a `StopBroker` when it can protect `symbol` on the venue, else None."""
+    supports = getattr(broker, "supports_stops", None)
+    if broker is None or not callable(supports) or not callable(getattr(broker, "place_stop",
+                                                                         None)):
+        return None
+    try:
+        return broker if supports(symbol) else None  # type: ignore[return-value]
+    except Exception:
+        return None
+
+
 def plain_amount(cost: float, price: float) -> float:
     """Base amount bought by `cost` (quote units) at `price`."""
     if not (math.isfinite(cost) and math.isfinite(price) and cost > 0 and price > 0):

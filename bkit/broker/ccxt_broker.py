@@ -101,6 +101,24 @@ class CcxtBroker:
                                                client_order_id)
         return venue_order(order, client_order_id)
 
+    def supports_stops(self, symbol: str) -> bool:
+        """Whether the venue takes a stop-loss-limit on `symbol` (SPEC §10)."""
+        try:
+            return "STOP_LOSS_LIMIT" in self.exchange.order_types(symbol)
+        except DefinitiveExchangeError:
+            return False
+
+    def place_stop(self, symbol: str, side: str, amount: float, stop_price: float,
+                   limit_price: float, client_order_id: str) -> VenueOrder:
+        """A protective stop-loss-limit: rests until the price reaches `stop_price`, then a
+        limit at `limit_price`. The coins it would sell are locked on the venue meanwhile,
+        so no second sell of them can go through."""
+        order = self.exchange.create_order(
+            symbol, "limit", side, self.exchange.format_quantity(symbol, amount),
+            self.exchange.format_price(symbol, limit_price), client_order_id,
+            {"triggerPrice": float(self.exchange.format_price(symbol, stop_price))})
+        return venue_order(order, client_order_id)
+
     def cancel(self, symbol: str, client_order_id: str) -> None:
         # Not found means already filled or gone: the lookup that follows tells which.
         with contextlib.suppress(OrderNotFoundError):

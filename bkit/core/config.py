@@ -33,6 +33,12 @@ class Config:
     #: Seconds an order of unknown outcome is looked for (lookup, open orders, trades)
     #: before it may be sent again (SPEC §8).
     CC_ORDER_SETTLE_SECONDS: float = 120.0
+    #: Exchange-side protection (SPEC §10): a stop order on the venue at the SL once an
+    #: entry fills, where the venue supports it (False: the tick alone watches the SL).
+    CC_EXCHANGE_STOP: bool = True
+    #: Spot stops are stop-loss-limit orders: the limit sits this far (%) beyond the stop
+    #: (below for a long's sell), so a fast fall still fills instead of resting unfilled.
+    CC_EXCHANGE_STOP_LIMIT_OFFSET_PERCENT: float = 0.5
 
     @property
     def round_trip_cost_percent(self) -> float:
@@ -58,10 +64,17 @@ _INTEGER_KEYS = {
 }
 #: Keys that must be strictly positive (a zero would make the engine meaningless).
 _POSITIVE_KEYS = _INTEGER_KEYS | {"CC_POSITION_ENTRY_COST", "CC_MAX_STOPLOSS_DISTANCE_PERCENT"}
+#: Switches (True / False).
+_BOOLEAN_KEYS = {"CC_EXCHANGE_STOP"}
 CONFIG_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Config))
 
 
-def _coerce(key: str, value: Any, problems: list[str]) -> float | int | None:
+def _coerce(key: str, value: Any, problems: list[str]) -> float | int | bool | None:
+    if key in _BOOLEAN_KEYS:
+        if not isinstance(value, bool):
+            problems.append(f"{key} must be True or False, got {value!r}")
+            return None
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.append(f"{key} must be a number, got {value!r}")
         return None
@@ -98,7 +111,7 @@ def apply_config_changes(
     All problems are collected into one `ConfigError`.
     """
     problems: list[str] = []
-    clean: dict[str, float | int] = {}
+    clean: dict[str, float | int | bool] = {}
     for key, value in changes.items():
         if key not in CONFIG_KEYS:
             problems.append(f"unknown config key {key!r}")

@@ -179,6 +179,14 @@ def close_order(row: SignalRow) -> OrderRequest:
                         position=row.position, price=price, cost=row.cost)
 
 
+def stop_order(row: SignalRow) -> OrderRequest:
+    """The protective stop of an open position (SPEC §10): sells a long (buys back a short)
+    at its stop-loss; the orders worker sizes it from what the account holds."""
+    return OrderRequest(kind="stop", signal_id=row.id, symbol=row.symbol,
+                        side="sell" if row.position == "long" else "buy",
+                        position=row.position, price=row.price_stop_loss, cost=row.cost)
+
+
 def open_order(row: SignalRow) -> OrderRequest:
     return OrderRequest(kind="open", signal_id=row.id, symbol=row.symbol,
                         side="buy" if row.position == "long" else "sell",

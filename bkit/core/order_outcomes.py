@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bkit.core.config import Config
-from bkit.core.machine import KeyContext, TickOutcome, close_order, record_close, record_open
+from bkit.core.machine import (
+    KeyContext,
+    TickOutcome,
+    close_order,
+    record_close,
+    record_open,
+    stop_order,
+)
 from bkit.core.orders import realised_pnl
 from bkit.core.results import Notice, TickResult
 from bkit.core.signals import SignalRow
@@ -45,16 +52,75 @@ def _idle(ctx: KeyContext, row: SignalRow, when: datetime, price: float | None =
                       created_at=when, signal=row.public())
 
 
-def confirm_open(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: datetime,
-                 ) -> TickOutcome:
+def confirm_open(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: datetime, *,
+                 protect: bool = False) -> TickOutcome:
     """The venue filled the entry (wholly or partly): the position is `opened` at its signal
     price, holding what filled minus base-asset fees (a long) or owing what was sold (a
-    short), with the real average fill price and fees beside it."""
+    short), with the real average fill price and fees beside it. `protect`: a protective
+    stop goes to the venue next (SPEC §10)."""
     held = fill.filled - fill.base_fee if row.position == "long" else fill.filled
-    return record_open(ctx, row.evolve(
+    outcome = record_open(ctx, row.evolve(
         fill_price_open=fill.average, entry_filled=fill.filled, entry_cost=fill.cost,
         amount=max(0.0, held), fees_quote=row.fees_quote + fill.fees_quote,
         fees_paid_quote=row.fees_paid_quote + fill.fees_paid_quote), when)
+    if protect and outcome.signal is not None:
+        outcome.signal = with_protection(outcome.signal, "placing", new_stop=True)
+        outcome.order = stop_order(outcome.signal)
+    return outcome
+
+
+def with_protection(row: SignalRow, state: str, *, new_stop: bool = False) -> SignalRow:
+    """Record the exchange-side protection of a position in its extras: `placing`, `open`
+    (a stop rests on the venue), `refused` (the venue would not take it: the tick watches
+    the SL), `none`; and number the stop orders (each one its own client order id)."""
+    extra = {**row.extra, "protection": state}
+    if new_stop:
+        extra["stop_orders"] = int(row.extra.get("stop_orders", -1)) + 1
+    return row.evolve(extra=extra)
+
+
+def record_stop_fill(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: datetime,
+                     config: Config, *, remainder_is_dust: bool, finished: bool = False
+                     ) -> TickOutcome:
+    """The protective stop on the venue filled (wholly or partly), while bkit watched, while
+    it was down, or while it was exiting: that is the close (reason `stop_loss`, at the real
+    fill price). Never followed by a second sell: an exit already in flight sizes itself
+    from what is left; an open position's remainder is sold at market."""
+    # The signal closes at exactly its SL (§4/§5, as the tick and the backtest would); the
+    # venue's real fill price is recorded beside it (`fill_price_close`, realised PnL).
+    stopped = with_protection(row, "filled").evolve(
+        state="closing", pending_close_reason="stop_loss",
+        pending_close_price=row.price_stop_loss)
+    if row.state == "closing" and not remainder_is_dust:
+        amount = max(0.0, (row.amount or 0.0) - fill.filled)
+        exit_filled, exit_cost = row.exit_filled + fill.filled, row.exit_cost + fill.cost
+        kept = stopped.evolve(amount=amount, exit_filled=exit_filled, exit_cost=exit_cost,
+                              fees_quote=row.fees_quote + fill.fees_quote,
+                              fees_paid_quote=row.fees_paid_quote + fill.fees_paid_quote,
+                              fill_price_close=exit_cost / exit_filled if exit_filled else None)
+        return TickOutcome(result=_idle(ctx, kept, when), signal=kept)
+    return record_exit_fill(ctx, stopped.evolve(order_in_flight=True), fill, when, config,
+                            remainder_is_dust=remainder_is_dust, finished=finished)
+
+
+def replace_stop(ctx: KeyContext, row: SignalRow, when: datetime, why: str) -> TickOutcome:
+    """The stop is gone from the venue without a fill (cancelled by hand, expired) while the
+    position is open: put a new one there."""
+    placing = with_protection(row, "placing", new_stop=True)
+    return TickOutcome(result=_idle(ctx, placing, when), signal=placing,
+                       order=stop_order(placing), notices=[Notice(
+                           "order", f"protective stop of signal {row.id} re-placed: {why}",
+                           {"signal_id": row.id})])
+
+
+def stop_refused(ctx: KeyContext, row: SignalRow, when: datetime, error: str) -> TickOutcome:
+    """The venue refused the protective stop (a filter, price protection): the position is
+    watched by the tick as without one; an error event; the stop is tried again later."""
+    refused = with_protection(row, "refused")
+    return TickOutcome(result=_idle(ctx, refused, when), signal=refused, notices=[Notice(
+        "error", f"protective stop of signal {row.id} refused by the venue (the tick watches "
+        f"the stop-loss meanwhile; retried): {error}",
+        {"stage": "order_stop", "signal_id": row.id})])
 
 
 def reject_open(ctx: KeyContext, row: SignalRow, when: datetime, error: str) -> TickOutcome:

@@ -80,7 +80,7 @@ class CallbackCall:
 class OrderRequest:
     """An order the broker must send for a signal (written to the outbox with the state)."""
 
-    kind: Literal["open", "close"]
+    kind: Literal["open", "close", "stop"]
     signal_id: str
     symbol: str
     side: Literal["buy", "sell"]

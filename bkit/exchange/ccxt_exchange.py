@@ -417,12 +417,15 @@ class CcxtExchange:
 
     def create_order(self, symbol: str, type: str, side: str, amount: float | str,
                      price: float | str | None = None,
-                     client_order_id: str | None = None) -> ExchangeOrder:
+                     client_order_id: str | None = None,
+                     extra: Mapping[str, Any] | None = None) -> ExchangeOrder:
         """Place one order. Never retried here: a `TransientExchangeError` means "unknown
-        outcome", so look the order up by `client_order_id` before sending it again."""
+        outcome", so look the order up by `client_order_id` before sending it again.
+        `extra`: ccxt params (e.g. `triggerPrice` for a stop-loss-limit)."""
         self._market(symbol)
         client = self._private_client("create_order")
         params = {"clientOrderId": client_order_id} if client_order_id else {}
+        params.update(extra or {})
         order = self._call("create_order", lambda: client.create_order(
             symbol, type, side, float(amount), None if price is None else float(price), params),
             client)
@@ -459,6 +462,11 @@ class CcxtExchange:
         client = self._private_client("fetch_my_trades")
         return list(self._call("fetch_my_trades", lambda: client.fetch_my_trades(
             symbol, None, None, {"orderId": order_id}), client))
+
+    def order_types(self, symbol: str) -> set[str]:
+        """The order types the venue lists for `symbol` (Binance's `orderTypes`)."""
+        info = self._market(symbol).get("info") or {}
+        return {str(t).upper() for t in info.get("orderTypes") or []}
 
     def fetch_balance(self) -> dict[str, tuple[float, float]]:
         """Every asset's (free, total) in the account."""

@@ -32,7 +32,12 @@ def new_intent(key: StrategySymbol, order: OrderRequest, row: SignalRow | None,
                now: datetime, amount: float | None) -> OrderIntent:
     """An outbox row for `order`; each exit order of a signal (a remainder after a partial
     fill, an operator's retry) gets its own number, so its own client order id."""
-    attempt = 0 if row is None or order.kind == "open" else row.exit_orders
+    if row is None or order.kind == "open":
+        attempt = 0
+    elif order.kind == "stop":
+        attempt = int(row.extra.get("stop_orders", 0))
+    else:
+        attempt = row.exit_orders
     assert key.id is not None
     return OrderIntent(key_id=key.id, signal_id=order.signal_id, kind=order.kind,
                        client_order_id=client_order_id(key.id, order.signal_id, order.kind,

@@ -22,7 +22,7 @@ from bkit.core.orders import base_of, quote_of
 from bkit.store.engine import session_scope
 from bkit.store.tables import OrderIntent, SignalRecord
 
-#: Intent statuses the orders worker still acts on.
+#: Intent statuses the orders worker still acts on (a resting stop is `open`).
 IN_FLIGHT = ("pending", "unknown", "open", "sending", "acked")
 
 
@@ -52,17 +52,23 @@ def expected_balances(intents: list[OrderIntent], initial: Mapping[str, Any]
 
 
 def venue_problems(engine: Engine, venue: Any, initial: Mapping[str, Any], *,
-                   tolerance: Mapping[str, Any] | None = None) -> list[str]:
+                   tolerance: Mapping[str, Any] | None = None,
+                   protected: bool = False) -> list[str]:
     """Every disagreement between bkit's database and the venue (empty: they agree).
-    `tolerance` per asset (default: 1e-5 base units, 0.01 quote units)."""
+    `tolerance` per asset (default: 1e-5 base units, 0.01 quote units). `protected`: also
+    check that every open position has exactly one protective stop resting on the venue
+    (one the venue refused, and that the tick watches instead, is reported as unprotected)."""
     with session_scope(engine) as session:
         intents = list(session.execute(select(OrderIntent)).scalars())
         held: dict[str, Decimal] = {}
+        opened = []
         for row in session.execute(select(SignalRecord).where(
                 SignalRecord.state.in_(["opened", "closing"]))).scalars():  # type: ignore
             if row.position == "long" and row.amount:
                 held[base_of(row.symbol)] = held.get(base_of(row.symbol), Decimal(0)) + \
                     _d(row.amount)
+            if row.state == "opened":
+                opened.append((row.key_id, row.signal_id))
     problems = []
     totals = {asset: free + locked for asset, (free, locked) in venue.balances().items()}
     tolerance = tolerance or {}
@@ -81,6 +87,15 @@ def venue_problems(engine: Engine, venue: Any, initial: Mapping[str, Any], *,
         if amount > totals.get(asset, Decimal(0)) + Decimal("0.00001"):
             problems.append(f"bkit believes it holds {amount} {asset}, the venue has "
                             f"{totals.get(asset, Decimal(0))}")
+    if protected:
+        resting = {o.client_order_id for o in venue.open_orders()}
+        for key_id, signal_id in opened:
+            stops = [i.client_order_id for i in intents if i.kind == "stop"
+                     and i.key_id == key_id and i.signal_id == signal_id
+                     and i.client_order_id in resting]
+            if len(stops) != 1:
+                problems.append(f"open position {signal_id} has {len(stops)} protective "
+                                "orders on the venue")
     for intent in intents:
         placed = len(venue.orders_for(intent.client_order_id))
         if placed > 1:

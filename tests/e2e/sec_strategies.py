@@ -16,7 +16,8 @@ from bkit.exchange.ccxt_exchange import add_ccxt_exchange
 EXCHANGE, STRATEGY = "fakebin", "sec-long"
 
 # The venue answers at once here: a short settle window keeps the tests quick (SPEC §8).
-set_config(CC_ORDER_SETTLE_SECONDS=3)
+# The kind fake exchange has no stop orders: the tick alone watches the stop-loss.
+set_config(CC_ORDER_SETTLE_SECONDS=3, CC_EXCHANGE_STOP=False)
 
 exchange = add_ccxt_exchange(
     "binance", exchange_name=EXCHANGE, markets=MARKETS_DIR / "binance_markets.json",

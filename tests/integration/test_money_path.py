@@ -136,7 +136,9 @@ def money(make_runtime: Callable[..., Runtime], pg_url: str) -> Iterator[Money]:
                         "price_stop_loss": 49_500.0, "minute_estimated_time": 60,
                         "cost": 500.0}
         add_strategy(STRATEGY, lambda s, w, p: dict(state.signal) if state.signal else None)
-        set_config(CC_ORDER_SETTLE_SECONDS=1.5)
+        # these cases are about the exit path: no protective stop on the venue here
+        # (test_protection.py covers the stops)
+        set_config(CC_ORDER_SETTLE_SECONDS=1.5, CC_EXCHANGE_STOP=False)
         try:
             yield state
             assert_venue_agrees(venue)

@@ -33,6 +33,8 @@ DEFAULTS = {
     "CC_ORDER_OPEN_RETRY_ATTEMPTS": 5,
     "CC_ORDER_CLOSE_RETRY_ATTEMPTS": 5,
     "CC_ORDER_SETTLE_SECONDS": 120.0,
+    "CC_EXCHANGE_STOP": True,
+    "CC_EXCHANGE_STOP_LIMIT_OFFSET_PERCENT": 0.5,
 }
 
 
@@ -91,11 +93,21 @@ def test_non_finite_values_are_rejected(value: float) -> None:
         set_config(CC_PERCENT_SLIPPAGE=value)
 
 
-@pytest.mark.parametrize("key", sorted(DEFAULTS))
+@pytest.mark.parametrize("key", sorted(k for k, v in DEFAULTS.items()
+                                        if not isinstance(v, bool)))
 def test_negatives_are_rejected_for_every_key(key: str) -> None:
     with pytest.raises(ConfigError, match=f"{key} must not be negative"):
         set_config(unsafe=True, **{key: -1})
     assert get_config() == Config()
+
+
+def test_switches_take_only_true_or_false() -> None:
+    for bad in (1, 0, "yes", None, 1.0):
+        with pytest.raises(ConfigError, match="CC_EXCHANGE_STOP must be True or False"):
+            set_config(CC_EXCHANGE_STOP=bad)
+    assert get_config() == Config()
+    assert set_config(CC_EXCHANGE_STOP=False).CC_EXCHANGE_STOP is False
+    set_config(CC_EXCHANGE_STOP=True)
 
 
 @pytest.mark.parametrize(
