@@ -42,7 +42,8 @@ def make_app(settings: Settings | None = None) -> Celery:
     clock = clock_from_settings()
     period = clock.wall_seconds(settings.tick_seconds)
     celery_app = Celery("bkit", broker=settings.resolved_broker_url(),
-                        include=["workers.ticks", "workers.orders", "workers.backtests"])
+                        include=["workers.ticks", "workers.orders", "workers.backtests",
+                                 "workers.notify"])
     celery_app.conf.update(
         task_ignore_result=True,
         result_backend=None,
@@ -67,13 +68,16 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_routes={"bkit.tick": {"queue": "ticks"}, "bkit.tick_batch": {"queue": "ticks"},
                      "bkit.fanout_ticks": {"queue": "ticks"},
                      "bkit.orders.*": {"queue": "orders"}, "bkit.maint.*": {"queue": "maint"},
-                     "bkit.backtest.*": {"queue": "backtest"}},
+                     "bkit.backtest.*": {"queue": "backtest"},
+                     "bkit.notify.*": {"queue": "maint"}},
         beat_schedule={
             "fanout-ticks": {"task": "bkit.fanout_ticks", "schedule": timedelta(seconds=period),
                              "options": {"expires": max(1.0, period * 0.9)}},
             "relay-outbox": {"task": "bkit.orders.relay_outbox",
                              "schedule": timedelta(seconds=settings.relay_seconds),
                              "options": {"expires": settings.relay_seconds}},
+            "notify-scan": {"task": "bkit.notify.scan", "schedule": timedelta(seconds=15),
+                            "options": {"queue": "maint", "expires": 15}},
             "reconcile-orders": {"task": "bkit.orders.reconcile",
                                  "schedule": timedelta(seconds=settings.reconcile_seconds),
                                  "options": {"expires": settings.reconcile_seconds}},

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     relay_seconds: float = 20.0
     #: Reconciliation of balances and open orders with bkit's positions (wall seconds).
     reconcile_seconds: float = Field(default=300.0, gt=0)
+    #: Notifications: apprise URLs (comma/space/newline separated) and the error-summary
+    #: window (minutes). Never logged: the URLs carry tokens.
+    notify_urls: str = Field(default="", repr=False)
+    notify_error_minutes: float = Field(default=10.0, gt=0)
     #: Replay clock (demo, tests, soak): market now = start + (real now − epoch) × speed.
     replay_start: datetime | None = None
     replay_speed: float = 60.0

@@ -181,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     _admin_commands(sub)
     from bkit.cli.backtest import add_backtest_commands
+    from bkit.cli.dashboard import add_dashboard_command
 
     add_backtest_commands(sub)
+    add_dashboard_command(sub)
     return parser
 
 
