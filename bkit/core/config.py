@@ -72,7 +72,7 @@ CONFIG_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Config))
 def _coerce(key: str, value: Any, problems: list[str]) -> float | int | bool | None:
     if key in _BOOLEAN_KEYS:
         if not isinstance(value, bool):
-            problems.append(f"{key} must be True or False, got {value!r}")
+            problems.append(f"{key} must be True or False, got a {type(value).__name__}")
             return None
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):

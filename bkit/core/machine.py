@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from bkit.core.config import Config
 from bkit.core.errors import SignalValidationError
-from bkit.core.orders import default_cost_problem
+from bkit.core.orders import default_cost_problem, is_spot_symbol
 from bkit.core.pnl import pnl_for
 from bkit.core.results import CallbackCall, Notice, OrderRequest, TickResult
 from bkit.core.signals import (
@@ -368,6 +368,13 @@ def _new_signal(tick: _Tick, answer: StrategyAnswer,
         return tick.idle(signal_window=window, notices=[Notice(
             "error", str(exc), {"stage": "validation", "reasons": exc.reasons})])
 
+    if tick.uses_broker and valid.position == "short" and is_spot_symbol(ctx.symbol):
+        return tick.idle(signal_window=window, notices=[Notice(
+            "error", f"short on the spot market {ctx.symbol} refused before sending: spot "
+            "has no shorts (it would sell coins the account holds). Trade the perpetual "
+            f"({ctx.symbol}:{ctx.symbol.split('/')[-1]}) on a futures exchange, e.g. "
+            "add_ccxt_exchange('binanceusdm', …) with CC_LEVERAGE / CC_MARGIN_MODE",
+            {"stage": "order_check", "signal_id": valid.id})])
     if tick.uses_broker and (problem := default_cost_problem(
             ctx.symbol, valid.cost_explicit, tick.config.CC_POSITION_ENTRY_COST)):
         return tick.idle(signal_window=window, notices=[Notice(

@@ -289,6 +289,11 @@ def base_of(symbol: str) -> str:
     return symbol.split("/", 1)[0]
 
 
+def is_spot_symbol(symbol: str) -> bool:
+    """ccxt writes derivatives with a settle currency (`BTC/USDT:USDT`); spot has none."""
+    return ":" not in symbol
+
+
 def default_cost_problem(symbol: str, explicit_size: bool, default_cost: float) -> str | None:
     """SPEC §8: a default cost (`CC_POSITION_ENTRY_COST`, meant as USD) must never become an
     absurd order in another quote currency. None when the size is fine."""

@@ -104,7 +104,7 @@ def test_negatives_are_rejected_for_every_key(key: str) -> None:
 def test_switches_take_only_true_or_false() -> None:
     for bad in (1, 0, "yes", None, 1.0):
         with pytest.raises(ConfigError, match="CC_EXCHANGE_STOP must be True or False"):
-            set_config(CC_EXCHANGE_STOP=bad)
+            set_config(CC_EXCHANGE_STOP=bad)  # refused: not a bool
     assert get_config() == Config()
     assert set_config(CC_EXCHANGE_STOP=False).CC_EXCHANGE_STOP is False
     set_config(CC_EXCHANGE_STOP=True)

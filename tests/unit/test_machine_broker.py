@@ -31,6 +31,7 @@ from tests.unit.spec_oracle import spec_pnl
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 CTX = KeyContext("ETH/USDT", "swing", "paper", "1m")
+PERP = KeyContext("ETH/USDT:USDT", "swing", "paper", "1m")  # shorts need a derivative
 CONFIG = Config()
 
 
@@ -48,8 +49,9 @@ class BrokerKey:
     """Runtime stand-in: ticks call `advance(uses_broker=True)`, the orders worker calls the
     confirm/reject functions; both store the outcome the same way."""
 
-    def __init__(self, config: Config = CONFIG) -> None:
+    def __init__(self, config: Config = CONFIG, ctx: KeyContext = CTX) -> None:
         self.config = config
+        self.ctx = ctx
         self.state = KeyState()
         self.slots = 0
         self.orders: list[OrderRequest] = []
@@ -63,7 +65,7 @@ class BrokerKey:
         when = at(minute)
         answer = StrategyAnswer(raw=signal) if wants_signal(self.state, when, "1m") else None
         return self.apply(
-            advance(CTX, self.state, when, price, self.config, answer=answer, uses_broker=True)
+            advance(self.ctx, self.state, when, price, self.config, answer=answer, uses_broker=True)
         )
 
     def apply(self, outcome: TickOutcome) -> TickOutcome:
@@ -84,21 +86,21 @@ class BrokerKey:
 
     def confirm_open(self, minute: float, fill: float) -> TickOutcome:
         amount = self.row.cost / fill
-        return self.apply(confirm_open(CTX, self.row, OrderFill(amount, self.row.cost),
+        return self.apply(confirm_open(self.ctx, self.row, OrderFill(amount, self.row.cost),
                                        at(minute)))
 
     def reject_open(self, minute: float, error: str) -> TickOutcome:
-        return self.apply(reject_open(CTX, self.row, at(minute), error))
+        return self.apply(reject_open(self.ctx, self.row, at(minute), error))
 
     def confirm_close(self, minute: float, fill: float | None, **kw: Any) -> TickOutcome:
         amount = self.row.amount or 0.0
         price = fill if fill is not None else self.row.pending_close_price or 0.0
-        return self.apply(record_exit_fill(CTX, self.row, OrderFill(amount, amount * price),
+        return self.apply(record_exit_fill(self.ctx, self.row, OrderFill(amount, amount * price),
                                            at(minute), self.config, remainder_is_dust=True,
                                            **kw))
 
     def reject_close(self, minute: float, error: str) -> TickOutcome:
-        return self.apply(refuse_close(CTX, self.row, at(minute), error, self.config))
+        return self.apply(refuse_close(self.ctx, self.row, at(minute), error, self.config))
 
 
 def open_position(signal: dict[str, Any] = LONG, **kw: Any) -> BrokerKey:
@@ -132,7 +134,7 @@ def test_new_entry_is_opening_with_an_open_order() -> None:
 
 
 def test_short_entry_sells() -> None:
-    outcome = BrokerKey().tick(0, 100.0, SHORT)
+    outcome = BrokerKey(ctx=PERP).tick(0, 100.0, SHORT)
     assert outcome.order is not None
     assert (outcome.order.side, outcome.order.position, outcome.order.cost) == (
         "sell",
@@ -249,8 +251,17 @@ def test_take_profit_sends_a_close_order_at_tp_and_confirm_closes_at_exactly_tp(
     assert [c.name for c in outcome.callbacks] == ["on_close"]
 
 
+def test_a_short_on_a_spot_market_is_refused_before_sending() -> None:
+    key = BrokerKey()
+    outcome = key.tick(0, 100.0, SHORT)
+    assert outcome.order is None and outcome.signal is None and key.slots == 0
+    [notice] = outcome.notices
+    assert notice.kind == "error" and "spot" in notice.message
+    assert "ETH/USDT:USDT" in notice.message and "binanceusdm" in notice.message
+
+
 def test_stop_loss_close_of_a_short_buys_back_at_sl() -> None:
-    key = open_position(SHORT)
+    key = open_position(SHORT, ctx=PERP)
     outcome = key.tick(1, 107.0)
     assert outcome.order is not None
     assert (outcome.order.side, outcome.order.price) == ("buy", 105.0)
