@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -167,6 +167,14 @@ def _send(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
         if halted:
             _release(env, intent, "pending", delay=30)
             return "halted"  # the kill switch holds new entries in the outbox; exits still go
+        setup = getattr(broker, "ensure_setup", None)
+        if callable(setup):  # futures: leverage, margin and position mode before the entry
+            try:
+                setup(intent.symbol)
+            except DefinitiveExchangeError as exc:
+                return _refused(env, intent, f"venue setup refused: {exc}")
+            except ExchangeError as exc:  # nothing was sent: try again later
+                return _cannot_tell(env, intent, "pending", exc, counts_as_look=False)
         amount = intent.amount if intent.amount is not None else intent.cost / intent.price
     else:
         if intent.kind == "close":
@@ -456,6 +464,26 @@ def _fill_of(intent: OrderIntent, broker: OrderBroker, order: VenueOrder) -> Ord
                      base_fee=base_fee(fees, base))
 
 
+def _with_funding(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker,
+                  fill: OrderFill) -> OrderFill:
+    """Futures: the funding paid (or received) while the position was open enters its
+    realised PnL as a fee in quote (SPEC §10), counted once, on the exit that closes it."""
+    funding = getattr(broker, "funding_fees", None)
+    if not callable(funding):
+        return fill
+    with session_scope(env.engine) as session:
+        record = signal_rows.find_signal(session, intent.key_id, intent.signal_id)
+        if record is None or record.pending_at is None or (record.extra or {}).get(
+                "funding_counted"):
+            return fill
+        held, since = float(record.amount or 0.0), record.pending_at
+    if held - fill.filled > 1e-12:  # not the exit that closes it
+        return fill
+    paid = -sum(amount for _ts, amount in funding(intent.symbol, int(since.timestamp() * 1000)))
+    return replace(fill, fees_quote=fill.fees_quote + paid,
+                   fees_paid_quote=fill.fees_paid_quote + paid)
+
+
 def _fees_json(order: VenueOrder) -> list[dict[str, Any]]:
     return [{"cost": f.cost, "currency": f.currency} for f in order.fees]
 
@@ -472,6 +500,11 @@ def _finish(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, order: Ven
             return _cannot_tell(env, intent, _LEGACY.get(intent.status, intent.status), exc)
     protect = intent.kind == "open" and env.config().CC_EXCHANGE_STOP and \
         stop_broker(broker, intent.symbol) is not None
+    if intent.kind in ("close", "stop") and fill.filled > 0:
+        try:
+            fill = _with_funding(env, intent, broker, fill)
+        except ExchangeError as exc:  # the funding list is part of the evidence: look again
+            return _cannot_tell(env, intent, _LEGACY.get(intent.status, intent.status), exc)
     values = {"status": state, "filled_amount": fill.filled, "fill_price": fill.average,
               "filled_cost": fill.cost, "base_fee": fill.base_fee, "fees_quote": fill.fees_quote,
               "fees_paid_quote": fill.fees_paid_quote, "fees": _fees_json(order) or None,

@@ -15,14 +15,15 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 
 from bkit import events
 from bkit.core.candles import floor_to_minute
 from bkit.core.machine import KeyContext
-from bkit.core.order_outcomes import close_as_gone
-from bkit.core.orders import VenueOrder, base_of
+from bkit.core.order_outcomes import OrderFill, close_as_gone, record_liquidation
+from bkit.core.orders import VenueOrder, base_of, quote_fees
 from bkit.core.reconciliation import AssetView, Difference, HeldPosition, asset_views, compare
 from bkit.core.results import Notice
 from bkit.exchange.errors import ExchangeError
@@ -134,12 +135,74 @@ def compare_exchange(env: OrdersEnv, exchange_name: str) -> ExchangeView | None:
             again, _ = _intent_ids(session, exchange_name)
         differences = [d for d in differences if d.data.get("client_order_id") not in again]
     view.differences = differences
+    positions_of = getattr(broker, "positions", None)
+    if callable(positions_of):  # futures: compare positions, find liquidations
+        _futures_positions(env, view, broker, positions_of)
     gone = {a.asset for a in view.assets if a.total <= steps.get(a.asset, 0.0)}
     for position in positions:
         if position.stuck and position.base in gone and \
                 _close_gone(env, position, balances.get(position.base, (0.0, 0.0))[1]):
             view.closed_as_gone.append(position.signal_id)
     return view
+
+
+def _futures_positions(env: OrdersEnv, view: ExchangeView, broker: Any,
+                       positions_of: Any) -> None:
+    """A futures position bkit believes open that the venue no longer has: a liquidation
+    (the venue's `autoclose-` order) closes the signal with reason `liquidation`; anything
+    else is a difference for an operator."""
+    try:
+        held_there = {(p.symbol, p.side) for p in positions_of()}
+    except ExchangeError as exc:
+        view.error = f"{type(exc).__name__}: {exc}"
+        return
+    with session_scope(env.engine) as session:
+        rows = list(session.execute(select(SignalRecord).where(
+            SignalRecord.exchange_name == view.exchange_name,
+            SignalRecord.state.in_(["opened", "closing"]))).scalars())  # type: ignore
+    for row in rows:
+        if (row.symbol, row.position) in held_there or not row.amount or row.pending_at is None:
+            continue
+        try:
+            liquidations = broker.liquidations(row.symbol, int(row.pending_at.timestamp() * 1000))
+        except ExchangeError as exc:
+            view.error = f"{type(exc).__name__}: {exc}"
+            continue
+        if liquidations and _close_liquidated(env, row, liquidations[-1]):
+            view.closed_as_gone.append(row.signal_id)
+            continue
+        view.differences.append(Difference(
+            "position_missing", view.exchange_name,
+            f"{view.exchange_name}: bkit's {row.position} position {row.signal_id} on "
+            f"{row.symbol} is not on the venue", {"signal_id": row.signal_id,
+                                                  "symbol": row.symbol}))
+
+
+def _close_liquidated(env: OrdersEnv, row: SignalRecord, order: VenueOrder) -> bool:
+    when = floor_to_minute(env.clock.now())
+    now = datetime.now(UTC)
+    fill = OrderFill(order.filled_amount, order.filled_cost,
+                     fees_quote=quote_fees(order.fees, base_of(row.symbol), "USDT",
+                                           order.average or 0.0),
+                     fees_paid_quote=quote_fees([f for f in order.fees if f.currency == "USDT"],
+                                                base_of(row.symbol), "USDT",
+                                                order.average or 0.0))
+    with session_scope(env.engine) as session:
+        key = session.execute(select(StrategySymbol).where(StrategySymbol.id == row.key_id)
+                              .with_for_update()).scalar_one()
+        record = signal_rows.find_signal(session, row.key_id, row.signal_id, for_update=True)
+        if record is None or record.state not in ("opened", "closing"):
+            return False
+        ctx = KeyContext(key.symbol, key.strategy_name, key.exchange_name)
+        outcome = record_liquidation(ctx, signal_rows.to_core(record), fill, when,
+                                     env.config(), finished=key.status == "draining")
+        outcome.notices.append(Notice("exit", f"position {row.signal_id} on {row.symbol} was "
+                                      "liquidated by the venue",
+                                      {"signal_id": row.signal_id, "stage": "liquidation"}))
+        added, _ = store_outcome(session, key, record, outcome, when, now, env.origin)
+        dispatched = [event_as_dict(r) for r in added]
+    events.dispatch(dispatched)
+    return True
 
 
 def _close_gone(env: OrdersEnv, position: HeldPosition, total: float) -> bool:

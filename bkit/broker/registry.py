@@ -72,4 +72,17 @@ def _build(kind: str, exchange_name: str) -> OrderBroker:
     if not isinstance(source, CcxtExchange):
         raise BrokerConfigError(f"BKIT_ORDER_BROKER=ccxt needs exchange {exchange_name!r} to be "
                                 "registered with add_ccxt_exchange")
+    if is_futures_exchange(source):
+        from bkit.broker.futures_broker import FuturesBroker
+
+        config = get_config()
+        return FuturesBroker(source, leverage=config.CC_LEVERAGE,
+                             margin_mode=config.CC_MARGIN_MODE)
     return CcxtBroker(source)
+
+
+def is_futures_exchange(source: object) -> bool:
+    """A ccxt exchange that trades derivatives: binanceusdm, or `defaultType` swap/future."""
+    options = getattr(source, "_options", {}) or {}
+    return getattr(source, "exchange_id", "") in ("binanceusdm", "binancecoinm") or \
+        options.get("defaultType") in ("swap", "future")

@@ -39,6 +39,10 @@ class Config:
     #: Spot stops are stop-loss-limit orders: the limit sits this far (%) beyond the stop
     #: (below for a long's sell), so a fast fall still fills instead of resting unfilled.
     CC_EXCHANGE_STOP_LIMIT_OFFSET_PERCENT: float = 0.5
+    #: Futures (SPEC §10): leverage and margin mode set on the venue per symbol before the
+    #: first entry ("isolated" or "cross").
+    CC_LEVERAGE: int = 1
+    CC_MARGIN_MODE: str = "isolated"
 
     @property
     def round_trip_cost_percent(self) -> float:
@@ -50,7 +54,7 @@ class Config:
         """Favourable move (in %) after which breakeven is available (0.6 % by default)."""
         return self.round_trip_cost_percent + self.CC_BREAKEVEN_THRESHOLD
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | bool | str]:
         return asdict(self)
 
 
@@ -61,15 +65,26 @@ _INTEGER_KEYS = {
     "CC_MAX_LIVE_MARKDOWN_ROWS",
     "CC_ORDER_OPEN_RETRY_ATTEMPTS",
     "CC_ORDER_CLOSE_RETRY_ATTEMPTS",
+    "CC_LEVERAGE",
 }
 #: Keys that must be strictly positive (a zero would make the engine meaningless).
 _POSITIVE_KEYS = _INTEGER_KEYS | {"CC_POSITION_ENTRY_COST", "CC_MAX_STOPLOSS_DISTANCE_PERCENT"}
 #: Switches (True / False).
 _BOOLEAN_KEYS = {"CC_EXCHANGE_STOP"}
+#: Keys that take one of a few words.
+_CHOICE_KEYS = {"CC_MARGIN_MODE": ("isolated", "cross")}
 CONFIG_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Config))
 
 
-def _coerce(key: str, value: Any, problems: list[str]) -> float | int | bool | None:
+def _coerce(key: str, value: Any, problems: list[str]) -> float | int | bool | str | None:
+    if key in _CHOICE_KEYS:
+        if not isinstance(value, str) or value not in _CHOICE_KEYS[key]:
+            problems.append(f"{key} must be one of {', '.join(_CHOICE_KEYS[key])}, got "
+                            f"a {type(value).__name__}" if not isinstance(value, str) else
+                            f"{key} must be one of {', '.join(_CHOICE_KEYS[key])}, got "
+                            f"{value[:32]!r}")
+            return None
+        return value
     if key in _BOOLEAN_KEYS:
         if not isinstance(value, bool):
             problems.append(f"{key} must be True or False, got a {type(value).__name__}")
@@ -111,7 +126,7 @@ def apply_config_changes(
     All problems are collected into one `ConfigError`.
     """
     problems: list[str] = []
-    clean: dict[str, float | int | bool] = {}
+    clean: dict[str, float | int | bool | str] = {}
     for key, value in changes.items():
         if key not in CONFIG_KEYS:
             problems.append(f"unknown config key {key!r}")

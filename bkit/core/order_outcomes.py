@@ -103,6 +103,18 @@ def record_stop_fill(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: dat
                             remainder_is_dust=remainder_is_dust, finished=finished)
 
 
+def record_liquidation(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: datetime,
+                       config: Config, *, finished: bool = False) -> TickOutcome:
+    """The venue liquidated the position (futures): the signal is closed with reason
+    `liquidation` at the liquidation fill, its realised PnL from that fill (SPEC §10)."""
+    price = fill.average if fill.average is not None else row.price_stop_loss
+    liquidated = with_protection(row, "none").evolve(
+        state="closing", pending_close_reason="liquidation", pending_close_price=price,
+        order_in_flight=True)
+    return record_exit_fill(ctx, liquidated, fill, when, config, remainder_is_dust=True,
+                            finished=finished)
+
+
 def replace_stop(ctx: KeyContext, row: SignalRow, when: datetime, why: str) -> TickOutcome:
     """The stop is gone from the venue without a fill (cancelled by hand, expired) while the
     position is open: put a new one there."""

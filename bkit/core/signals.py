@@ -19,7 +19,7 @@ Position = Literal["long", "short"]
 SignalState = Literal["scheduled", "opening", "opened", "closing", "closed", "cancelled",
                       "quarantined"]
 LIVE_STATES: frozenset[str] = frozenset({"scheduled", "opening", "opened", "closing"})
-CloseReason = Literal["take_profit", "stop_loss", "time_expired", "closed"]
+CloseReason = Literal["take_profit", "stop_loss", "time_expired", "closed", "liquidation"]
 CancelReason = Literal["timeout", "price_reject", "user"]
 
 _SIGNAL_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")

@@ -318,8 +318,8 @@ def test_a_rejected_config_change_raises_config_error_and_keeps_the_config(
     assert after is not before and set(changes) <= set(CONFIG_KEYS)
     values = after.as_dict()
     for key, value in changes.items():
-        if isinstance(values[key], bool):  # a switch (CC_EXCHANGE_STOP) takes only a bool
-            assert isinstance(value, bool) and values[key] is value
+        if isinstance(values[key], bool | str):  # a switch or a choice takes only its kind
+            assert type(value) is type(values[key]) and values[key] == value
             continue
         assert not isinstance(value, bool) and values[key] == value
         assert math.isfinite(values[key]) and values[key] >= 0

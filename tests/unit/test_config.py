@@ -35,6 +35,8 @@ DEFAULTS = {
     "CC_ORDER_SETTLE_SECONDS": 120.0,
     "CC_EXCHANGE_STOP": True,
     "CC_EXCHANGE_STOP_LIMIT_OFFSET_PERCENT": 0.5,
+    "CC_LEVERAGE": 1,
+    "CC_MARGIN_MODE": "isolated",
 }
 
 
@@ -94,7 +96,7 @@ def test_non_finite_values_are_rejected(value: float) -> None:
 
 
 @pytest.mark.parametrize("key", sorted(k for k, v in DEFAULTS.items()
-                                        if not isinstance(v, bool)))
+                                        if not isinstance(v, bool | str)))
 def test_negatives_are_rejected_for_every_key(key: str) -> None:
     with pytest.raises(ConfigError, match=f"{key} must not be negative"):
         set_config(unsafe=True, **{key: -1})
@@ -108,6 +110,12 @@ def test_switches_take_only_true_or_false() -> None:
     assert get_config() == Config()
     assert set_config(CC_EXCHANGE_STOP=False).CC_EXCHANGE_STOP is False
     set_config(CC_EXCHANGE_STOP=True)
+    for bad in ("ISOLATED", "hedge", 1, None):
+        with pytest.raises(ConfigError, match="CC_MARGIN_MODE must be one of isolated, cross"):
+            set_config(CC_MARGIN_MODE=bad)
+    assert set_config(CC_MARGIN_MODE="cross", CC_LEVERAGE=5).CC_LEVERAGE == 5
+    with pytest.raises(ConfigError, match="CC_LEVERAGE must be greater than 0"):
+        set_config(CC_LEVERAGE=0)
 
 
 @pytest.mark.parametrize(
