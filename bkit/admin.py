@@ -211,10 +211,6 @@ def _check_symbols(symbols: Sequence[str]) -> list[str]:
         if not isinstance(symbol, str) or not symbol.strip() or len(symbol) > 64 \
                 or any(ch.isspace() for ch in symbol):
             raise UnknownTargetError(f"invalid symbol {symbol!r}")
-        if not _SYMBOL_FORMAT.match(symbol):
-            raise UnknownTargetError(
-                f"invalid symbol {symbol!r}: symbols are BASE/QUOTE in capitals, as ccxt "
-                "writes them (BTC/USDT, XRP/ETH, BTC/USDT:USDT for a perpetual)")
         if symbol not in cleaned:
             cleaned.append(symbol)
     return cleaned
@@ -269,6 +265,13 @@ def enable_keys(strategy_name: str, symbols: Sequence[str], exchange_name: str |
                 f"(known: {', '.join(sorted(served))})")
     _check_sizes(registry, strategy_name, exchange_name, wanted, explicit_cost)
     engine = _engine(engine)
+    with session_scope(engine) as session:  # a new key needs a real symbol name
+        new = [s for s in wanted if find_key(session, strategy_name, exchange_name, s) is None]
+    for symbol in new:
+        if not _SYMBOL_FORMAT.match(symbol):
+            raise UnknownTargetError(
+                f"invalid symbol {symbol!r}: symbols are BASE/QUOTE in capitals, as ccxt "
+                "writes them (BTC/USDT, XRP/ETH, BTC/USDT:USDT for a perpetual)")
     changes: list[KeyChange] = []
     existing: list[int] = []
     for symbol in wanted:

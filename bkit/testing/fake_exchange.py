@@ -550,8 +550,18 @@ class FakeExchange:
 
     def _account(self) -> dict[str, Any]:
         with self._lock:
-            balances = [{"asset": a, "free": v, "locked": "0.00000000"}
-                        for a, v in self._balances.items()]
+            # The kind fake charges nothing and never refuses for balance; it still reports
+            # what its fills bought, so an exit can sell min(position, free balance).
+            held = {a: Decimal(v) for a, v in self._balances.items()}
+            for order in self._orders:
+                spec = next((m for m in self._markets.values()
+                             if m.market_id == order.market_id), None)
+                if spec is None or not order.executed_qty:
+                    continue
+                sign = 1 if order.side == "BUY" else -1
+                held[spec.base] = held.get(spec.base, Decimal(0)) + sign * order.executed_qty
+            balances = [{"asset": a, "free": _num(max(v, Decimal(0))), "locked": "0.00000000"}
+                        for a, v in held.items()]
         return {"makerCommission": 10, "takerCommission": 10, "canTrade": True,
                 "canWithdraw": True, "canDeposit": True, "updateTime": self._now_ms(),
                 "accountType": "SPOT", "balances": balances, "permissions": ["SPOT"]}

@@ -200,3 +200,16 @@ def test_enable_refuses_a_default_cost_on_a_non_usd_quote_with_a_broker(pg_ops: 
         Broker.clear()
     # signals only (no broker): nothing is ever sent, nothing to refuse
     assert admin.enable_keys(STRATEGY, [BTC], EXCHANGE, actor="t").changes
+
+
+def test_enable_refuses_a_new_key_whose_symbol_is_not_a_ccxt_symbol(pg_ops: OpsEnv) -> None:
+    from bkit.core.registry import add_exchange
+
+    add_exchange("any-symbol", lambda *a: [], note="cannot tell its symbols")
+    before = _counts(pg_ops)
+    for bad in ("xrp/eth", "FOO", "BTC-USDT", "BTC/"):
+        with pytest.raises(admin.UnknownTargetError, match="BASE/QUOTE"):
+            admin.enable_keys(STRATEGY, [bad], "any-symbol", actor="t")
+    assert _counts(pg_ops) == before
+    assert admin.enable_keys(STRATEGY, ["FOO/BAR", "BTC/USDT:USDT"], "any-symbol",
+                             actor="t").changes
