@@ -19,6 +19,13 @@ def tick_price(exchange: ExchangeSchema, symbol: str, when: datetime, config: Co
 
     Raises `PriceUnavailableError` naming the exchange, symbol and cause.
     """
+    return tick_price_and_touch(exchange, symbol, when, config)[0]
+
+
+def tick_price_and_touch(exchange: ExchangeSchema, symbol: str, when: datetime,
+                         config: Config) -> tuple[float, tuple[float, float]]:
+    """The tick's VWAP and the (low, high) of the last closed 1m candle before `when` (for
+    `CC_STOP_LOSS_TRIGGER = "touch"`), from one read of the candles."""
     count = config.CC_AVG_PRICE_CANDLES_COUNT
     since, _end = price_window(when, count)
     where = f"{exchange.exchange_name} {symbol} at {when.isoformat()}"
@@ -31,7 +38,9 @@ def tick_price(exchange: ExchangeSchema, symbol: str, when: datetime, config: Co
                                     f"{type(exc).__name__}: {exc}") from exc
     try:
         candles = closed_candles_before(parse_candles(raw or [], symbol), when, count)
-        return vwap(candles)
+        price = vwap(candles)
+        last = max(candles, key=lambda c: c.timestamp)
+        return price, (last.low, last.high)
     except CandleError as exc:
         raise PriceUnavailableError(f"{where}: {exc}{_outside_data(exchange, symbol, when)}"
                                     ) from exc

@@ -45,7 +45,7 @@ from bkit.core.registry import REGISTRY, Registry, RiskSchema, StrategySchema, g
 from bkit.core.results import CallbackCall, Notice, TickResult
 from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
 from bkit.faults import crash_point
-from bkit.pricing import tick_price
+from bkit.pricing import tick_price_and_touch
 from bkit.store import signal_rows
 from bkit.store.engine import DatabaseUnavailableError, session_scope
 from bkit.store.event_log import event_as_dict, notice_event
@@ -110,6 +110,7 @@ class _Prepared:
     price: float
     answer: StrategyAnswer | None
     halted: bool
+    touch: tuple[float, float] | None = None  # the last closed candle's (low, high)
 
 
 @dataclass
@@ -169,7 +170,7 @@ def _prepare(env: TickEnv, claim: Claim, snap: _Snapshot, when: datetime) -> _Pr
         exchange = env.registry.exchange(key.exchange_name)
         risk = env.registry.risk(strategy.risk_name) if strategy.risk_name else None
         config = env.config()
-        price = tick_price(exchange, key.symbol, when, config)
+        price, touch = tick_price_and_touch(exchange, key.symbol, when, config)
     except BkitError as exc:  # unknown names, no price (PriceUnavailableError is one)
         _fail(env, claim, when, str(exc), (key.symbol, key.strategy_name, key.exchange_name))
         return None
@@ -179,7 +180,8 @@ def _prepare(env: TickEnv, claim: Claim, snap: _Snapshot, when: datetime) -> _Pr
     answer = None
     if wants_signal(pre_state, when, strategy.interval):
         answer = _ask_strategy(strategy, key.symbol, when, price)
-    return _Prepared(claim, key, strategy, risk, config, ctx, price, answer, snap.halted)
+    return _Prepared(claim, key, strategy, risk, config, ctx, price, answer, snap.halted,
+                     touch if config.CC_STOP_LOSS_TRIGGER == "touch" else None)
 
 
 def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
@@ -417,7 +419,7 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol
     state = KeyState(row, status, key.signal_window, key.command)  # type: ignore
     check = _risk_check(session, p.risk, ctx, when, p.price) if p.risk else None
     outcome = advance(ctx, state, when, p.price, p.config, answer=p.answer, risk_check=check,
-                      uses_broker=env.brokers(key.exchange_name) is not None)
+                      uses_broker=env.brokers(key.exchange_name) is not None, touch=p.touch)
     if outcome.signal is not None and record is None and \
             signal_rows.find_signal(session, p.claim.key_id, outcome.signal.id) is not None:
         # A strategy reused a signal id of this key: refuse it, never overwrite history.

@@ -42,6 +42,8 @@ class CandleColumns:
     typical: array = field(default_factory=lambda: array("d"))
     volume: array = field(default_factory=lambda: array("d"))
     close: array = field(default_factory=lambda: array("d"))
+    high: array = field(default_factory=lambda: array("d"))
+    low: array = field(default_factory=lambda: array("d"))
     bad: dict[int, str] = field(default_factory=dict)
     requests: int = 0
 
@@ -55,6 +57,8 @@ class CandleColumns:
         self.typical.append((high + low + close) / 3)
         self.volume.append(volume)
         self.close.append(close)
+        self.high.append(high)
+        self.low.append(low)
 
 
 def cache_root() -> Path:

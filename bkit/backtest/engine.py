@@ -141,6 +141,7 @@ class KeyRun:
         self.every_minute = "on_tick" in callbacks
         self.every_idle_minute = self.every_minute or "on_idle" in callbacks
         self._be_threshold = config.breakeven_move_percent - 1e-12
+        self.touch = config.CC_STOP_LOSS_TRIGGER == "touch"
         self._milestone_audience = bool(
             {"on_partial_profit", "on_partial_loss", "on_breakeven"} & set(callbacks)
             or events._listeners["partial_profit"] or events._listeners["partial_loss"]
@@ -167,8 +168,9 @@ class KeyRun:
             if wants_signal(state, when, ctx.interval):
                 answer = ask_strategy(self.strategy, ctx.symbol, when, price)
             check = self._risk_check(when, price) if self.risk is not None else None
+            touch = (self.series.lows[index], self.series.highs[index]) if self.touch else None
             outcome = advance(ctx, state, when, price, self.config, answer=answer,
-                              risk_check=check, uses_broker=False)
+                              risk_check=check, uses_broker=False, touch=touch)
             if outcome.signal is not None and self.signal is None and \
                     outcome.signal.id in self.used_ids:
                 # As live: a reused signal id of this key is refused, history is never
@@ -366,6 +368,7 @@ class KeyRun:
         profit_level, loss_level = row.partial_profit_level, row.partial_loss_level
         breakeven_fired = row.breakeven_fired
         threshold = self._be_threshold
+        touch, lows, highs = self.touch, self.series.lows, self.series.highs
         first, step = series.first_minute, series.step
         found = end
         for k in range(start, end):
@@ -377,7 +380,14 @@ class KeyRun:
                 found = k
                 break
             signed = sign * price
-            if signed >= take_profit or signed <= stop_loss:
+            if signed >= take_profit:
+                found = k
+                break
+            if touch:  # the last closed candle's low (a short's high) against the SL
+                if sign * (lows[k] if sign == 1 else highs[k]) <= stop_loss:
+                    found = k
+                    break
+            elif signed <= stop_loss:
                 found = k
                 break
             self.ticked += 1

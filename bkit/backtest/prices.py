@@ -30,6 +30,9 @@ class PriceSeries:
     step: int
     prices: array
     failures: dict[int, str] = field(default_factory=dict)
+    #: (low, high) of each tick's last closed candle, for CC_STOP_LOSS_TRIGGER = "touch".
+    lows: array = field(default_factory=lambda: array("d"))
+    highs: array = field(default_factory=lambda: array("d"))
 
     def minute(self, index: int) -> int:
         return self.first_minute + index * self.step
@@ -52,6 +55,7 @@ def price_series(columns: CandleColumns, first_minute: int, ticks: int, step: in
     bad = sorted(columns.bad)
     total = len(minutes)
     prices = array("d", bytes(8 * ticks))
+    lows, highs = array("d", bytes(8 * ticks)), array("d", bytes(8 * ticks))
     failures: dict[int, str] = {}
     fsum, isfinite = math.fsum, math.isfinite
     lo = hi = bad_lo = 0
@@ -86,4 +90,5 @@ def price_series(columns: CandleColumns, first_minute: int, ticks: int, step: in
             failures[index] = f"VWAP of {n} candles is {price}, not a finite price > 0"
             continue
         prices[index] = price
-    return PriceSeries(first_minute, step, prices, failures)
+        lows[index], highs[index] = columns.low[hi - 1], columns.high[hi - 1]
+    return PriceSeries(first_minute, step, prices, failures, lows, highs)

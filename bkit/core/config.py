@@ -43,6 +43,10 @@ class Config:
     #: first entry ("isolated" or "cross").
     CC_LEVERAGE: int = 1
     CC_MARGIN_MODE: str = "isolated"
+    #: How the stop-loss is hit (SPEC §11): "vwap" (the tick's VWAP at or past it) or
+    #: "touch" (the last closed 1m candle's low, a short's high, at or past it; checked
+    #: before the take-profit).
+    CC_STOP_LOSS_TRIGGER: str = "vwap"
 
     @property
     def round_trip_cost_percent(self) -> float:
@@ -72,7 +76,8 @@ _POSITIVE_KEYS = _INTEGER_KEYS | {"CC_POSITION_ENTRY_COST", "CC_MAX_STOPLOSS_DIS
 #: Switches (True / False).
 _BOOLEAN_KEYS = {"CC_EXCHANGE_STOP"}
 #: Keys that take one of a few words.
-_CHOICE_KEYS = {"CC_MARGIN_MODE": ("isolated", "cross")}
+_CHOICE_KEYS = {"CC_MARGIN_MODE": ("isolated", "cross"),
+                "CC_STOP_LOSS_TRIGGER": ("vwap", "touch")}
 CONFIG_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Config))
 
 

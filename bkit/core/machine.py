@@ -131,9 +131,10 @@ class _Tick:
     """One evaluation of `advance`; holds the shared inputs so each branch stays short."""
 
     def __init__(self, ctx: KeyContext, when: datetime, price: float, config: Config,
-                 uses_broker: bool) -> None:
+                 uses_broker: bool, touch: tuple[float, float] | None = None) -> None:
         self.ctx, self.when, self.price, self.config = ctx, when, price, config
         self.uses_broker = uses_broker
+        self.touch = touch
         self.answer: StrategyAnswer | None = None
         self.risk_check: RiskCheck | None = None
 
@@ -223,16 +224,18 @@ def record_open(ctx: KeyContext, row: SignalRow, when: datetime, **kw: Any) -> T
 
 def advance(ctx: KeyContext, state: KeyState, when: datetime, price: float, config: Config, *,
             answer: StrategyAnswer | None = None, risk_check: RiskCheck | None = None,
-            uses_broker: bool = False) -> TickOutcome:
+            uses_broker: bool = False, touch: tuple[float, float] | None = None
+            ) -> TickOutcome:
     """Run one tick of SPEC §4 (first match wins): pending commands, the scheduled signal,
     the open position, then (no signal) maybe a new signal from `answer`.
 
     `price` must be a finite VWAP > 0 (the runtime fails the tick earlier otherwise).
-    `answer` is None when the strategy was not asked this tick.
+    `answer` is None when the strategy was not asked this tick. `touch`: (low, high) of
+    the last closed 1m candle, for `CC_STOP_LOSS_TRIGGER = "touch"` (SPEC §11).
     """
     if not (isinstance(price, float | int) and math.isfinite(price) and price > 0):
         raise ValueError(f"tick price must be a finite number > 0, got {price!r}")
-    tick = _Tick(ctx, when, float(price), config, uses_broker)
+    tick = _Tick(ctx, when, float(price), config, uses_broker, touch)
     tick.answer, tick.risk_check = answer, risk_check
     row = state.signal if state.signal is not None and state.signal.is_live else None
 
@@ -318,10 +321,19 @@ def _open_position(tick: _Tick, row: SignalRow, *, finished_on_close: bool) -> T
     assert row.pending_at is not None
     if minutes_between(row.pending_at, tick.when) >= row.minute_estimated_time:
         return tick.close(row, "time_expired", tick.price, finished=finished_on_close)
-    if sign * tick.price >= sign * row.price_take_profit:
-        return tick.close(row, "take_profit", row.price_take_profit, finished=finished_on_close)
-    if sign * tick.price <= sign * row.price_stop_loss:
-        return tick.close(row, "stop_loss", row.price_stop_loss, finished=finished_on_close)
+    if tick.config.CC_STOP_LOSS_TRIGGER == "touch":
+        # SPEC §11: the last closed candle's extreme touching the SL hits it, before TP.
+        if stop_touched(row, tick.touch):
+            return tick.close(row, "stop_loss", row.price_stop_loss, finished=finished_on_close)
+        if sign * tick.price >= sign * row.price_take_profit:
+            return tick.close(row, "take_profit", row.price_take_profit,
+                              finished=finished_on_close)
+    else:
+        if sign * tick.price >= sign * row.price_take_profit:
+            return tick.close(row, "take_profit", row.price_take_profit,
+                              finished=finished_on_close)
+        if sign * tick.price <= sign * row.price_stop_loss:
+            return tick.close(row, "stop_loss", row.price_stop_loss, finished=finished_on_close)
 
     percent_tp, percent_sl = progress(row, tick.price)
     pnl = pnl_for(row.position, row.price_open, tick.price, row.cost, tick.config)
@@ -350,6 +362,16 @@ def _open_position(tick: _Tick, row: SignalRow, *, finished_on_close: bool) -> T
                          pnl=pnl)
     return TickOutcome(result=result, signal=updated if updated is not row else None,
                        notices=notices, callbacks=callbacks)
+
+
+def stop_touched(row: SignalRow, touch: tuple[float, float] | None) -> bool:
+    """The touch rule: a long's SL is hit when the last closed candle's low is at or below
+    it, a short's when its high is at or above it. No candle: not hit."""
+    if touch is None:
+        return False
+    low, high = touch
+    return low <= row.price_stop_loss if row.position == "long" else \
+        high >= row.price_stop_loss
 
 
 def _new_signal(tick: _Tick, answer: StrategyAnswer,

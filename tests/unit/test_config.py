@@ -37,6 +37,7 @@ DEFAULTS = {
     "CC_EXCHANGE_STOP_LIMIT_OFFSET_PERCENT": 0.5,
     "CC_LEVERAGE": 1,
     "CC_MARGIN_MODE": "isolated",
+    "CC_STOP_LOSS_TRIGGER": "vwap",
 }
 
 
