@@ -423,6 +423,34 @@ def key_statuses(strategy_name: str | None = None, exchange_name: str | None = N
     return out
 
 
+def queue_position_command(strategy_name: str, symbol: str, exchange_name: str | None,
+                           name: str, value: float | None, *, actor: str,
+                           engine: Engine | None = None,
+                           registry: Registry | None = None) -> tuple[int, str]:
+    """Queue a position command (SPEC §11) for an existing key, audited in the event log.
+    Returns (command id, exchange name)."""
+    from bkit.store.commands import queue_command
+
+    registry = registry or load_registry()
+    check_strategy(registry, strategy_name)
+    exchange_name = resolve_exchange(registry, exchange_name)
+    engine = _engine(engine)
+    with session_scope(engine) as session:
+        key = find_key(session, strategy_name, exchange_name, symbol)
+        if key is None or key.id is None:
+            raise UnknownTargetError(f"no key {strategy_name} × {exchange_name} × {symbol}")
+        key_id = key.id
+    command_id = queue_command(engine, key_id, name, value, actor=actor)
+    now = datetime.now(UTC)
+    with session_scope(engine) as session:
+        key = session.get(StrategySymbol, key_id)
+        session.add(_admin_event(key, actor, f"queued {name}"
+                                 f"{'' if value is None else f' {value:g}'}", now,
+                                 action="command", command_id=command_id, command=name,
+                                 value=value))
+    return command_id, exchange_name
+
+
 @dataclass(frozen=True)
 class ErrorRow:
     """One recorded error (or `exit` alarm) for `bkit errors`."""

@@ -28,6 +28,7 @@ from bkit.pricing import tick_price
 from bkit.report.markdown import render_markdown_report
 from bkit.runtime import enqueue_submit
 from bkit.store import signal_rows
+from bkit.store.commands import command_status, queue_command
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.event_log import event_as_dict, events_after, last_event_id
 from bkit.store.keys import ensure_key, find_key, set_command, set_status
@@ -171,6 +172,46 @@ class LiveApi:
         """Close the open position at market on the next tick (close reason `closed`)."""
         key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
         set_command(self._engine(), key_id, "close_position")
+
+    # --- position commands (SPEC §11): applied on the key's next tick, at its price --------
+    def commit_partial_profit(self, symbol: str, strategy_name: str, exchange_name: str,
+                              percent: float) -> int:
+        """Close `percent` (0 < p ≤ 100) of the remaining cost basis in profit. Returns the
+        command id; the tick records whether it was accepted (`command_status`)."""
+        return self._commit(symbol, strategy_name, exchange_name, "partial_profit", percent)
+
+    def commit_partial_loss(self, symbol: str, strategy_name: str, exchange_name: str,
+                            percent: float) -> int:
+        """Close `percent` of the remaining cost basis at a loss."""
+        return self._commit(symbol, strategy_name, exchange_name, "partial_loss", percent)
+
+    def commit_trailing_stop(self, symbol: str, strategy_name: str, exchange_name: str,
+                             shift: float) -> int:
+        """Move the SL by `shift` percentage points of the original distance (−: tighter)."""
+        return self._commit(symbol, strategy_name, exchange_name, "trailing_stop", shift)
+
+    def commit_trailing_take(self, symbol: str, strategy_name: str, exchange_name: str,
+                             shift: float) -> int:
+        """Move the TP by `shift` percentage points (later calls only more conservative)."""
+        return self._commit(symbol, strategy_name, exchange_name, "trailing_take", shift)
+
+    def commit_breakeven(self, symbol: str, strategy_name: str, exchange_name: str) -> int:
+        """Move the SL to the effective entry once breakeven is reached."""
+        return self._commit(symbol, strategy_name, exchange_name, "breakeven", None)
+
+    def commit_average_buy(self, symbol: str, strategy_name: str, exchange_name: str,
+                           cost: float | None = None) -> int:
+        """Add an entry (DCA) of `cost` (default CC_POSITION_ENTRY_COST)."""
+        return self._commit(symbol, strategy_name, exchange_name, "average_buy", cost)
+
+    def command_status(self, command_id: int) -> tuple[str, str | None]:
+        """(pending | accepted | refused, the message) of a position command."""
+        return command_status(self._engine(), command_id)
+
+    def _commit(self, symbol: str, strategy_name: str, exchange_name: str, name: str,
+                value: float | None, actor: str = "Live") -> int:
+        key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
+        return queue_command(self._engine(), key_id, name, value, actor=actor)
 
     def cancel_scheduled(self, symbol: str, strategy_name: str, exchange_name: str) -> None:
         """Cancel a resting (scheduled) entry on the next tick (cancel reason `user`)."""

@@ -41,12 +41,14 @@ from bkit.core.machine import (
     advance,
     wants_signal,
 )
+from bkit.core.position_commands import PositionCommand
 from bkit.core.registry import REGISTRY, Registry, RiskSchema, StrategySchema, get_config
 from bkit.core.results import CallbackCall, Notice, TickResult
 from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
 from bkit.faults import crash_point
 from bkit.pricing import tick_price_and_touch
 from bkit.store import signal_rows
+from bkit.store.commands import mark_commands, pending_commands
 from bkit.store.engine import DatabaseUnavailableError, session_scope
 from bkit.store.event_log import event_as_dict, notice_event
 from bkit.store.keys import Claim, claim_statement, hand_back, is_halted, release_claim
@@ -95,6 +97,7 @@ class _Snapshot:
     key: StrategySymbol
     signal: SignalRow | None
     halted: bool = False
+    commands: tuple[PositionCommand, ...] = ()
 
 
 @dataclass
@@ -111,6 +114,7 @@ class _Prepared:
     answer: StrategyAnswer | None
     halted: bool
     touch: tuple[float, float] | None = None  # the last closed candle's (low, high)
+    commands: tuple[PositionCommand, ...] = ()  # position commands read at claim
 
 
 @dataclass
@@ -136,6 +140,7 @@ def _claim(env: TickEnv, key_ids: Sequence[int], bucket: int
         if not keys:
             return []
         records = signal_rows.live_signals(session, [int(k.id) for k in keys])  # type: ignore[arg-type]
+        commands = pending_commands(session, [int(k.id) for k in keys])  # type: ignore[arg-type]
         halted = is_halted(session)
     order = {key_id: i for i, key_id in enumerate(key_ids)}
     keys.sort(key=lambda k: order.get(int(k.id), 0))  # type: ignore[arg-type]
@@ -144,7 +149,7 @@ def _claim(env: TickEnv, key_ids: Sequence[int], bucket: int
         record = records.get(int(key.id))  # type: ignore[arg-type]
         claimed.append((Claim(int(key.id), bucket, env.origin, int(key.lease_version)),  # type: ignore[arg-type]
                         _Snapshot(key, None if record is None else signal_rows.to_core(record),
-                                  halted=halted)))
+                                  halted=halted, commands=commands.get(int(key.id), ()))))  # type: ignore[arg-type]
     return claimed
 
 
@@ -181,7 +186,7 @@ def _prepare(env: TickEnv, claim: Claim, snap: _Snapshot, when: datetime) -> _Pr
     if wants_signal(pre_state, when, strategy.interval):
         answer = _ask_strategy(strategy, key.symbol, when, price)
     return _Prepared(claim, key, strategy, risk, config, ctx, price, answer, snap.halted,
-                     touch if config.CC_STOP_LOSS_TRIGGER == "touch" else None)
+                     touch if config.CC_STOP_LOSS_TRIGGER == "touch" else None, snap.commands)
 
 
 def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
@@ -416,7 +421,8 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol
     row = None if record is None else signal_rows.to_core(record)
     restored = row if row is not None and row.id not in env.seen_signals else None
     status = _effective_status(key.status, p.halted)  # halt read at claim, ms ago
-    state = KeyState(row, status, key.signal_window, key.command)  # type: ignore
+    state = KeyState(row, status, key.signal_window, key.command,  # type: ignore[arg-type]
+                     p.commands)
     check = _risk_check(session, p.risk, ctx, when, p.price) if p.risk else None
     outcome = advance(ctx, state, when, p.price, p.config, answer=p.answer, risk_check=check,
                       uses_broker=env.brokers(key.exchange_name) is not None, touch=p.touch)
@@ -429,6 +435,8 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol
                             "for this key", {"stage": "validation"})],
             signal_window=outcome.signal_window)
 
+    if outcome.command_results:
+        mark_commands(session, outcome.command_results, now)
     outcome, amount = _plan_order(session, env, key, outcome, ctx, p.price, when)
     duration_ms = (time.perf_counter() - started) * 1000
     added, intent_ids = store_outcome(session, key, record, outcome, when, now, env.origin,

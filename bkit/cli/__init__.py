@@ -18,6 +18,7 @@ from bkit.cli.commands import (
     cmd_halt,
     cmd_health,
     cmd_metrics,
+    cmd_position,
     cmd_reconcile,
     cmd_report,
     cmd_resolve,
@@ -47,6 +48,32 @@ def _key_command(sub: argparse._SubParsersAction, name: str, help_: str, status:
         parser.add_argument("--force", action="store_true",
                             help="disable even keys with an open position or scheduled entry")
     parser.set_defaults(func=cmd_set_status, status=status, only_from=only_from)
+
+
+def _position_commands(sub: argparse._SubParsersAction, actor: argparse.ArgumentParser
+                       ) -> None:
+    """`bkit partial|trail|breakeven|dca`: SPEC §11 commands for a key's next tick."""
+    def key_parser(name: str, help_: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, parents=[actor], help=help_, description=help_ +
+                                " Applied on the key's next tick at its price; a refused "
+                                "command is an error event with the rule that refused it.")
+        parser.add_argument("strategy", metavar="STRATEGY")
+        parser.add_argument("symbol", metavar="SYMBOL")
+        parser.add_argument("--exchange", metavar="NAME",
+                            help="exchange name (default: the only registered exchange)")
+        parser.set_defaults(func=cmd_position)
+        return parser
+
+    partial = key_parser("partial", "close a share of the remaining cost basis")
+    partial.add_argument("--percent", type=float, required=True, help="0 < P <= 100")
+    partial.add_argument("--loss", action="store_true", help="a partial loss (default profit)")
+    trail = key_parser("trail", "move the stop-loss (or with --take the take-profit)")
+    trail.add_argument("--shift", type=float, required=True,
+                       help="percentage points of the original distance (negative: tighter)")
+    trail.add_argument("--take", action="store_true", help="trail the take-profit instead")
+    key_parser("breakeven", "move the stop-loss to the effective entry")
+    dca = key_parser("dca", "add an entry (average down)")
+    dca.add_argument("--cost", type=float, help="its cost (default CC_POSITION_ENTRY_COST)")
 
 
 def _admin_commands(sub: argparse._SubParsersAction) -> None:
@@ -136,6 +163,7 @@ def _admin_commands(sub: argparse._SubParsersAction) -> None:
     health.add_argument("--beat-max-age", type=float, metavar="SECONDS",
                         help="also require beat's schedule file to be this fresh")
     health.set_defaults(func=cmd_health)
+    _position_commands(sub, actor)
     resolve = sub.add_parser("resolve", parents=[actor], help="end a STUCK position (its "
                              "exit refused by the venue): --retry or --flat",
                              description="A position is stuck when the venue kept refusing "

@@ -191,6 +191,25 @@ def _live(k: KeyStatus) -> str | None:
     return f"{'STUCK ' if k.stuck else ''}{k.signal_state} {k.position}{held} {k.signal_id}"
 
 
+def cmd_position(args: argparse.Namespace) -> int:
+    from bkit.admin import queue_position_command
+
+    if args.command == "partial":
+        name, value = ("partial_loss" if args.loss else "partial_profit"), args.percent
+    elif args.command == "trail":
+        name, value = ("trailing_take" if args.take else "trailing_stop"), args.shift
+    elif args.command == "breakeven":
+        name, value = "breakeven", None
+    else:
+        name, value = "average_buy", args.cost
+    command_id, exchange = queue_position_command(args.strategy, args.symbol, args.exchange,
+                                                  name, value, actor=args.actor)
+    say(f"{args.strategy} {exchange} {args.symbol}: {name}"
+        f"{'' if value is None else f' {value:g}'} queued (command {command_id}) for the "
+        "next tick")
+    return EXIT_OK
+
+
 def cmd_resolve(args: argparse.Namespace) -> int:
     from bkit.admin import load_registry, resolve_exchange
     from bkit.ops.resolve import resolve_stuck

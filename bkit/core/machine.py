@@ -18,7 +18,14 @@ from typing import Any, Literal
 from bkit.core.config import Config
 from bkit.core.errors import SignalValidationError
 from bkit.core.orders import default_cost_problem, is_spot_symbol
-from bkit.core.pnl import pnl_for
+from bkit.core.pnl import Pnl, pnl_for
+from bkit.core.position_commands import (
+    PositionCommand,
+    apply_command,
+    closed_by_partials,
+    has_position_state,
+    position_pnl,
+)
 from bkit.core.results import CallbackCall, Notice, OrderRequest, TickResult
 from bkit.core.signals import (
     PublicSignal,
@@ -61,6 +68,8 @@ class KeyState:
     status: KeyStatus = "enabled"
     signal_window: int | None = None
     command: Command | None = None
+    #: Position commands queued for this tick (SPEC §11), in the order they were given.
+    position_commands: tuple[PositionCommand, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,8 @@ class TickOutcome:
     signal_window: int | None = None         # new window marker, None = unchanged
     clear_command: bool = False
     finished: bool = False                   # a draining key has nothing live: disable it
+    #: (command id, "accepted" | "refused", message) of the position commands applied.
+    command_results: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def epoch_minutes(when: datetime) -> int:
@@ -173,6 +184,14 @@ class _Tick:
         return record_close(self.ctx, row, reason, close_price, self.when, self.config, **kw)
 
 
+def signal_pnl(row: SignalRow, price: float, config: Config) -> Pnl:
+    """§5 PnL at `price`, or §11's with partial closes and DCA entries when the position
+    has them."""
+    if has_position_state(row):
+        return position_pnl(row, price, config)
+    return pnl_for(row.position, row.price_open, price, row.cost, config)
+
+
 def close_order(row: SignalRow) -> OrderRequest:
     price = row.pending_close_price if row.pending_close_price is not None else row.price_open
     return OrderRequest(kind="close", signal_id=row.id, symbol=row.symbol,
@@ -197,7 +216,7 @@ def open_order(row: SignalRow) -> OrderRequest:
 def record_close(ctx: KeyContext, row: SignalRow, reason: str, close_price: float,
                  when: datetime, config: Config, **kw: Any) -> TickOutcome:
     """The terminal `closed` transition: PnL at `close_price`, slot released, `on_close`."""
-    pnl = pnl_for(row.position, row.price_open, close_price, row.cost, config)
+    pnl = signal_pnl(row, close_price, config)
     done = row.evolve(state="closed", close_reason=reason, closed_at=when,
                       price_close=close_price, pnl_percentage=pnl.pnl_percentage,
                       pnl_cost=pnl.pnl_cost, order_in_flight=False,
@@ -254,13 +273,62 @@ def advance(ctx: KeyContext, state: KeyState, when: datetime, price: float, conf
         return TickOutcome(result=tick.result("idle", retry), signal=retry,
                            order=close_order(retry))
 
+    applied: list[tuple[int, str, str]] = []
+    command_notices: list[Notice] = []
+    if state.position_commands:
+        row = _apply_position_commands(tick, row, state.position_commands, applied,
+                                       command_notices)
     if state.command is not None:
         outcome = _apply_command(tick, row, state.command)
         if outcome is not None:
-            return outcome
+            return _with_commands(outcome, row, state, applied, command_notices)
     outcome = _monitor(tick, state, row)
+    outcome = _with_commands(outcome, row, state, applied, command_notices)
     # A command with nothing to act on (cancel_scheduled on an open position) is dropped.
     outcome.clear_command = outcome.clear_command or state.command is not None
+    return outcome
+
+
+def _apply_position_commands(tick: _Tick, row: SignalRow | None,
+                             commands: tuple[PositionCommand, ...],
+                             applied: list[tuple[int, str, str]], notices: list[Notice]
+                             ) -> SignalRow | None:
+    """Apply the queued position commands at this tick's price, in order (SPEC §11): each
+    accepted one changes the row; a refused one is an error event with the rule that refused
+    it, and changes nothing."""
+    for command in commands:
+        if row is None:
+            verdict: SignalRow | str = f"{command.name} refused: no open position"
+        elif tick.uses_broker:
+            verdict = (f"{command.name} refused: position commands are not sent to a broker "
+                       "yet (signals-only and backtests only)")
+        else:
+            verdict = apply_command(row, command, tick.price, tick.config)
+        if isinstance(verdict, str):
+            applied.append((command.id, "refused", verdict))
+            notices.append(Notice("error", verdict, {"stage": "command", "command": command.name,
+                                                     "command_id": command.id}))
+            continue
+        row = verdict
+        message = f"{command.name} accepted at {tick.price:.10g}"
+        applied.append((command.id, "accepted", message))
+        notices.append(Notice("command", message, {
+            "command": command.name, "command_id": command.id, "signal_id": row.id,
+            "value": command.value, "take_profit": row.price_take_profit,
+            "stop_loss": row.price_stop_loss}))
+    return row
+
+
+def _with_commands(outcome: TickOutcome, row: SignalRow | None, state: KeyState,
+                   applied: list[tuple[int, str, str]], notices: list[Notice]) -> TickOutcome:
+    """Attach what the commands did; keep the row they changed if the tick wrote none."""
+    if not applied:
+        return outcome
+    outcome.command_results = applied
+    outcome.notices = notices + outcome.notices
+    changed = row is not None and state.signal is not None and row is not state.signal
+    if changed and outcome.signal is None:
+        outcome.signal = row
     return outcome
 
 
@@ -321,6 +389,8 @@ def _open_position(tick: _Tick, row: SignalRow, *, finished_on_close: bool) -> T
     assert row.pending_at is not None
     if minutes_between(row.pending_at, tick.when) >= row.minute_estimated_time:
         return tick.close(row, "time_expired", tick.price, finished=finished_on_close)
+    if closed_by_partials(row):  # partial closes took the whole basis (SPEC §11)
+        return tick.close(row, "closed", tick.price, finished=finished_on_close)
     if tick.config.CC_STOP_LOSS_TRIGGER == "touch":
         # SPEC §11: the last closed candle's extreme touching the SL hits it, before TP.
         if stop_touched(row, tick.touch):
@@ -336,7 +406,7 @@ def _open_position(tick: _Tick, row: SignalRow, *, finished_on_close: bool) -> T
             return tick.close(row, "stop_loss", row.price_stop_loss, finished=finished_on_close)
 
     percent_tp, percent_sl = progress(row, tick.price)
-    pnl = pnl_for(row.position, row.price_open, tick.price, row.cost, tick.config)
+    pnl = signal_pnl(row, tick.price, tick.config)
     notices, callbacks = [], []
     updated = row
     public = row.public()

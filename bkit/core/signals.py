@@ -93,6 +93,10 @@ class PublicSignal:
     fees_quote: float | None = None
     stuck: bool = False
     orders: list[dict[str, Any]] | None = None
+    # Position management (SPEC §11): entries (DCA), partial closes, % of the cost closed.
+    total_entries: int = 1
+    total_partials: int = 0
+    partial_executed: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +166,22 @@ class SignalRow:
             amount=self.amount, dust=self.dust, realised_pnl_cost=self.realised_pnl_cost,
             realised_pnl_percentage=self.realised_pnl_percentage,
             fees_quote=self.fees_quote or None, stuck=self.stuck,
-            orders=self.extra.get("orders"),
+            orders=self.extra.get("orders"), **_position_counts(self.extra),
         )
 
     def evolve(self, **changes: Any) -> SignalRow:
         return replace(self, **changes)
+
+
+def _position_counts(extra: dict[str, Any]) -> dict[str, Any]:
+    stored = extra.get("position")
+    if not isinstance(stored, dict):
+        return {}
+    from bkit.core import position as pos
+
+    held = pos.position_from_dict(stored)
+    return {"total_entries": pos.total_entries(held), "total_partials": pos.total_partials(held),
+            "partial_executed": pos.partial_executed(held)}
 
 
 def new_signal_id() -> str:
@@ -328,7 +343,15 @@ def stored_row_problems(row: SignalRow) -> list[str]:
         problems.append(f"position is {row.position!r}")
     elif not problems:
         sign = 1 if row.position == "long" else -1
-        if not sign * row.price_take_profit > sign * row.price_open > sign * row.price_stop_loss:
+        take_profit, stop_loss = row.price_take_profit, row.price_stop_loss
+        stored = row.extra.get("position")
+        if isinstance(stored, dict):  # levels moved by §11 commands: check the originals
+            take_profit = stored.get("price_take_profit", take_profit)
+            stop_loss = stored.get("price_stop_loss", stop_loss)
+            if not sign * row.price_take_profit > sign * row.price_stop_loss:
+                problems.append(f"{row.position} with effective TP {row.price_take_profit} "
+                                f"and SL {row.price_stop_loss} is impossible")
+        if not sign * take_profit > sign * row.price_open > sign * stop_loss:
             problems.append(f"{row.position} with TP {row.price_take_profit}, open "
                             f"{row.price_open}, SL {row.price_stop_loss} is impossible")
     if not isinstance(row.minute_estimated_time, int) or row.minute_estimated_time <= 0:

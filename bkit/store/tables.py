@@ -241,3 +241,22 @@ class SchemaVersion(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     version: int
     migrated_at: datetime | None = _dt()
+
+
+class PositionCommandRecord(SQLModel, table=True):
+    """A position command (SPEC §11: partial profit/loss, trailing stop/take, breakeven,
+    average buy) queued for a key's next tick; the tick applies it under the key's lock and
+    records whether it was accepted (`status` pending | accepted | refused, `message`)."""
+
+    __tablename__ = "position_command"
+    __table_args__ = (Index("ix_position_command_key_status", "key_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_id: int = Field(foreign_key="strategy_symbol.id")
+    name: str = Field(max_length=24)
+    value: float | None = None
+    status: str = Field(default="pending", max_length=12)
+    message: str | None = None
+    actor: str | None = Field(default=None, max_length=96)
+    created_at: datetime | None = _dt()
+    applied_at: datetime | None = _dt()

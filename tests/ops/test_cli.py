@@ -205,3 +205,26 @@ def test_failing_ticks_show_in_the_log_in_status_and_in_errors(
     broken = sqlite_ops.bkit("status", BKIT_STRATEGIES="tests.integration.broken_strategy")
     assert broken.returncode == 1
     assert "broken_strategy" in broken.stderr
+
+
+def test_position_commands_from_the_admin_script_are_applied_and_audited(
+        sqlite_ops: OpsEnv) -> None:
+    assert sqlite_ops.bkit("enable", STRATEGY, XRP, "--exchange", EXCHANGE).returncode == 0
+    assert Live.tick(XRP, STRATEGY, EXCHANGE, START).action == "opened"  # type: ignore[union-attr]
+    queued = sqlite_ops.bkit("trail", STRATEGY, XRP, "--exchange", EXCHANGE, "--shift", "-0.3",
+                             "--actor", "carol@ops")
+    assert queued.returncode == 0, queued.stderr
+    assert "trailing_stop -0.3 queued" in queued.stdout
+    refused = sqlite_ops.bkit("partial", STRATEGY, XRP, "--exchange", EXCHANGE,
+                              "--percent", "150")
+    assert refused.returncode == 0  # queued; the tick refuses it with the rule
+    assert sqlite_ops.bkit("dca", STRATEGY, "NOPE/ETH", "--exchange", EXCHANGE).returncode == 2
+    result = Live.tick(XRP, STRATEGY, EXCHANGE, START + timedelta(minutes=1))
+    assert result is not None and result.signal is not None
+    with session_scope(sqlite_ops.engine) as session:
+        admin = [e for e in session.execute(select(EventRecord).where(
+            EventRecord.kind == "admin")).scalars() if e.action == "command"]
+        errors = [e.message for e in session.execute(select(EventRecord).where(
+            EventRecord.kind == "error")).scalars()]
+    assert [e.origin for e in admin][0] == "carol@ops" and len(admin) == 2
+    assert any("partial profit refused: percent must be" in m for m in errors)

@@ -1,0 +1,69 @@
+"""The queue of position commands (SPEC §11) in the `position_command` table: written by
+`Live.commit_*` and the admin script from any process, read by a key's tick at claim,
+marked accepted or refused by the same tick's write-back (under the key's lock)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, select, update
+from sqlmodel import Session
+
+from bkit.core.position_commands import COMMANDS, PositionCommand
+from bkit.store.engine import session_scope
+from bkit.store.tables import PositionCommandRecord
+
+
+def queue_command(engine: Engine, key_id: int, name: str, value: float | None, *,
+                  actor: str) -> int:
+    """Queue `name` for the key's next tick; returns the command's id."""
+    if name not in COMMANDS:
+        raise ValueError(f"unknown position command {name!r} (one of {', '.join(COMMANDS)})")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ValueError(f"{name} takes a number, got {type(value).__name__}")
+    with session_scope(engine) as session:
+        record = PositionCommandRecord(key_id=key_id, name=name,
+                                       value=None if value is None else float(value),
+                                       status="pending", actor=actor[:96],
+                                       created_at=datetime.now(UTC))
+        session.add(record)
+        session.flush()
+        assert record.id is not None
+        return record.id
+
+
+def pending_commands(session: Session, key_ids: Sequence[int]
+                     ) -> dict[int, tuple[PositionCommand, ...]]:
+    """The pending commands of `key_ids`, oldest first, by key (indexed by key and status)."""
+    if not key_ids:
+        return {}
+    rows = session.execute(select(PositionCommandRecord).where(
+        PositionCommandRecord.key_id.in_(list(key_ids)),  # type: ignore[attr-defined]
+        PositionCommandRecord.status == "pending").order_by(
+        PositionCommandRecord.id)).scalars()  # type: ignore[arg-type]
+    out: dict[int, list[PositionCommand]] = {}
+    for row in rows:
+        assert row.id is not None
+        out.setdefault(row.key_id, []).append(PositionCommand(row.id, row.name, row.value))
+    return {key_id: tuple(commands) for key_id, commands in out.items()}
+
+
+def mark_commands(session: Session, results: Iterable[tuple[int, str, str]],
+                  now: datetime) -> None:
+    """Record what the tick did with each command (only pending ones: never twice)."""
+    for command_id, status, message in results:
+        session.execute(update(PositionCommandRecord).where(
+            PositionCommandRecord.id == command_id,
+            PositionCommandRecord.status == "pending")
+            .values(status=status, message=message[:500], applied_at=now)
+            .execution_options(synchronize_session=False))
+
+
+def command_status(engine: Engine, command_id: int) -> tuple[str, str | None]:
+    """(status, message) of a command: pending until its key's tick applied it."""
+    with session_scope(engine) as session:
+        row = session.get(PositionCommandRecord, command_id)
+        if row is None:
+            raise ValueError(f"no position command {command_id}")
+        return row.status, row.message
