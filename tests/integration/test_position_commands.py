@@ -14,6 +14,7 @@ from sqlalchemy import select
 from bkit.clock import ManualClock
 from bkit.core.candles import Candle
 from bkit.core.registry import REGISTRY, add_exchange, add_strategy
+from bkit.core.results import TickResult
 from bkit.exchange.paper import PaperExchange
 from bkit.live import Live
 from bkit.store.engine import get_engine, session_scope
@@ -46,7 +47,7 @@ def feed(in_process_runtime: Runtime) -> None:
         "minute_estimated_time": 120, "cost": 100.0})
 
 
-def tick(minute: int):  # noqa: ANN201 - a TickResult
+def tick(minute: int) -> TickResult:
     result = Live.tick(SYMBOL, STRATEGY, EXCHANGE, T0 + timedelta(minutes=minute))
     assert result is not None
     return result
