@@ -226,5 +226,5 @@ def test_position_commands_from_the_admin_script_are_applied_and_audited(
             EventRecord.kind == "admin")).scalars() if e.action == "command"]
         errors = [e.message for e in session.execute(select(EventRecord).where(
             EventRecord.kind == "error")).scalars()]
-    assert [e.origin for e in admin][0] == "carol@ops" and len(admin) == 2
+    assert len(admin) == 2 and admin[0].origin == "carol@ops"
     assert any("partial profit refused: percent must be" in m for m in errors)
