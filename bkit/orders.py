@@ -32,6 +32,7 @@ from sqlalchemy import Engine, or_, select, update
 from bkit import events
 from bkit.broker.base import OrderBroker, stop_broker
 from bkit.clock import Clock
+from bkit.core.callbacks import run_callbacks
 from bkit.core.candles import floor_to_minute
 from bkit.core.config import Config
 from bkit.core.machine import KeyContext, TickOutcome
@@ -635,8 +636,6 @@ def _notice(env: OrdersEnv, intent: OrderIntent, notice: Notice) -> None:
 
 def _callbacks(strategy_name: str, outcome: TickOutcome, ctx: KeyContext,
                when: datetime) -> None:
-    from bkit.ticking import run_callbacks
-
     strategy = REGISTRY.strategies.get(strategy_name)
     if strategy is not None:
         for notice in run_callbacks(strategy.callbacks, outcome.callbacks, ctx, when):

@@ -30,6 +30,7 @@ from sqlmodel import Session
 from bkit import events
 from bkit.broker.base import OrderBroker
 from bkit.clock import Clock
+from bkit.core.callbacks import run_callbacks
 from bkit.core.candles import floor_to_minute
 from bkit.core.config import Config
 from bkit.core.errors import BkitError
@@ -498,23 +499,6 @@ def _after_commit(env: TickEnv, p: _Prepared, done: _Written, when: datetime) ->
     if errors:
         records = records + record_notices(env, p.claim.key_id, ctx, when, errors)
     events.dispatch(records)
-
-
-def run_callbacks(callbacks: dict[str, Callable[..., Any]] | Any, calls: list[CallbackCall],
-                  ctx: KeyContext, when: datetime) -> list[Notice]:
-    """Run strategy callbacks; an exception becomes an error notice, never a broken tick."""
-    errors = []
-    for call in calls:
-        fn = callbacks.get(call.name) if callbacks else None
-        if fn is None:
-            continue
-        try:
-            fn(*call.args)
-        except Exception as exc:
-            errors.append(Notice("error", f"callback {call.name} of {ctx.strategy_name} "
-                                 f"failed: {type(exc).__name__}: {exc}",
-                                 {"stage": "callback", "callback": call.name}))
-    return errors
 
 
 def record_notices(env: TickEnv, key_id: int | None, ctx: KeyContext, when: datetime,

@@ -34,6 +34,7 @@ from typing import Any
 from bkit import events
 from bkit.backtest import simclock
 from bkit.backtest.prices import PriceSeries
+from bkit.core.callbacks import run_callbacks
 from bkit.core.config import Config
 from bkit.core.machine import (
     MILESTONE_STEP,
@@ -92,24 +93,6 @@ def ask_strategy(strategy: StrategySchema, symbol: str, when: datetime, price: f
         return StrategyAnswer(raw=strategy.get_signal(symbol, when, price))
     except Exception as exc:
         return StrategyAnswer(error=f"{type(exc).__name__}: {exc}")
-
-
-def run_callbacks(callbacks: Any, calls: Sequence[CallbackCall], ctx: KeyContext
-                  ) -> list[Notice]:
-    """Strategy callbacks as `bkit.ticking.run_callbacks` runs them: an exception becomes an
-    error notice, never a broken tick. (Kept here so a backtest imports no database code.)"""
-    errors = []
-    for call in calls:
-        fn = callbacks.get(call.name) if callbacks else None
-        if fn is None:
-            continue
-        try:
-            fn(*call.args)
-        except Exception as exc:
-            errors.append(Notice("error", f"callback {call.name} of {ctx.strategy_name} "
-                                 f"failed: {type(exc).__name__}: {exc}",
-                                 {"stage": "callback", "callback": call.name}))
-    return errors
 
 
 class KeyRun:

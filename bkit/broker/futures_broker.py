@@ -24,7 +24,6 @@ against a non-Binance URL are given their kind here (-2019 insufficient_funds; -
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import weakref
@@ -33,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bkit.broker.base import OrderPlan
-from bkit.broker.ccxt_broker import venue_order
+from bkit.broker.ccxt_broker import _fee, _number, venue_order
 from bkit.core.margin import contracts_for_cost, liquidation_price, stop_beyond_liquidation
-from bkit.core.orders import Fee, Fill, MarketRules, VenueOrder, base_of, quote_of
+from bkit.core.orders import Fill, MarketRules, VenueOrder, base_of, quote_of
 from bkit.exchange.ccxt_exchange import CcxtExchange, ExchangeOrder
 from bkit.exchange.errors import (
     DefinitiveExchangeError,
@@ -58,21 +57,6 @@ _CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
 _setup_done: weakref.WeakKeyDictionary[CcxtExchange, set[tuple[Any, ...]]] = \
     weakref.WeakKeyDictionary()
 _setup_lock = threading.Lock()
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _fee(raw: Any) -> Fee | None:
-    if not isinstance(raw, Mapping):
-        return None
-    cost, currency = _number(raw.get("cost")), raw.get("currency")
-    return None if cost is None or not currency else Fee(cost, str(currency))
 
 
 def _code(error: ExchangeError) -> int | None:
