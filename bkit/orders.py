@@ -342,7 +342,9 @@ def _look(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, status: str)
     looks = intent.not_found_looks + 1
     since = intent.unknown_since or intent.created_at or datetime.now(UTC)
     state = SettleState((datetime.now(UTC) - since).total_seconds(), looks, intent.failed_looks)
-    settle = env.config().CC_ORDER_SETTLE_SECONDS
+    settle = getattr(broker, "settle_seconds", None)  # a venue without lookup lag says so
+    if settle is None:
+        settle = env.config().CC_ORDER_SETTLE_SECONDS
     if settle_verdict(state, settle) == "resend":
         log.info("intent %s: no order, open order or trade under %s for %.0f s: sending it",
                  intent.id, intent.client_order_id, state.seconds_unknown)

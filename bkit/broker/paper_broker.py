@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, case, func, select
 from sqlalchemy.exc import IntegrityError
 
 from bkit.broker.base import OrderPlan, plain_amount
@@ -35,6 +35,9 @@ class PaperBroker:
     fee_percent: float = 0.1
     exchange_name: str = "paper"
     amount_step: float = 1e-8
+    #: The paper "venue" is this database: a lookup that finds nothing is the truth at once
+    #: (no lookup lag), so an order of unknown outcome may be re-sent after two looks.
+    settle_seconds: float = 0.0
 
     def rules(self, symbol: str) -> MarketRules:
         return MarketRules(base_of(symbol), quote_of(symbol), self.amount_step, None, None)
@@ -125,9 +128,21 @@ class PaperBroker:
 
     def free_balance(self, asset: str) -> float:
         """A coin the paper account has traded as a base: what its fills left (net of fees);
-        any other coin (the quote currencies) is unlimited."""
-        held = self._holdings()
-        return max(0.0, held[asset]) if asset in held else PAPER_QUOTE_BALANCE
+        any other coin (the quote currencies) is unlimited. One aggregate over that coin's
+        markets, so an exit's balance read does not grow with the whole order history."""
+        side, amount, fee = PaperOrder.side, PaperOrder.amount, PaperOrder.fee
+        with session_scope(self.engine) as session:
+            rows = session.execute(select(side, func.sum(amount), func.sum(case(
+                (PaperOrder.fee_currency == asset, fee), else_=0.0))).where(
+                PaperOrder.exchange_name == self.exchange_name,
+                PaperOrder.symbol.startswith(f"{asset}/", autoescape=True))  # type: ignore
+                .group_by(side)).all()
+        if not rows:
+            return PAPER_QUOTE_BALANCE
+        held = 0.0
+        for order_side, total, fees in rows:
+            held += (total or 0.0) - (fees or 0.0) if order_side == "buy" else -(total or 0.0)
+        return max(0.0, held)
 
     def balances(self) -> dict[str, tuple[float, float]]:
         return {asset: (max(0.0, amount), max(0.0, amount))
