@@ -158,12 +158,16 @@ def test_the_celery_task_scans_with_the_environment(in_process_runtime: Runtime,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from workers.notify import scan
 
+    from bkit.settings import reset_settings
+
     monkeypatch.setenv("BKIT_NOTIFY_URLS", f"  {webhook.url()} ,")
+    reset_settings()  # settings (BKIT_NOTIFY_URLS among them) are read once per process
     upgrade(get_engine())
     assert scan() == 0  # places the cursor
     Live.tick("XRP/ETH", "it-long", "paper", START)
     assert scan() == 1
     assert webhook.titles() == ["Opened long XRP/ETH · it-long@paper"]
     monkeypatch.delenv("BKIT_NOTIFY_URLS")
+    reset_settings()
     Live.tick("XRP/ETH", "it-long", "paper", START + timedelta(minutes=1))
     assert scan() == 0  # without targets the cursor follows the log
