@@ -113,7 +113,8 @@ def test_drain_lets_the_position_close_then_the_key_disables_itself(pg_ops: OpsE
     assert "opened" not in actions  # no new signal while draining
     assert "closed" in actions  # the open position ran to its close (TP, SL or 4 minutes)
     assert _statuses(pg_ops)[(STRATEGY, EXCHANGE, XRP)] == "disabled"
-    assert actions[actions.index("closed") + 1:] == [None] * (6 - actions.index("closed"))
+    # once stopped and flat, a tick is `idle` (SPEC §6): the beat no longer ticks it
+    assert actions[actions.index("closed") + 1:] == ["idle"] * (6 - actions.index("closed"))
     with session_scope(pg_ops.engine) as session:
         done = session.execute(select(func.count()).select_from(EventRecord).where(
             EventRecord.kind == "done")).scalar_one()
