@@ -177,6 +177,9 @@ def _send(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
             except ExchangeError as exc:  # nothing was sent: try again later
                 return _cannot_tell(env, intent, "pending", exc, counts_as_look=False)
         amount = intent.amount if intent.amount is not None else intent.cost / intent.price
+        beyond = _stop_beyond_liquidation(env, intent, broker, amount)
+        if beyond is not None:
+            return _refused(env, intent, beyond)
     else:
         if intent.kind == "close":
             waiting = _clear_stops(env, intent, broker)
@@ -211,6 +214,25 @@ def _send(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
     except ExchangeError as exc:  # transient, or anything we cannot be sure about
         return _cannot_tell(env, intent, "unknown", exc, counts_as_look=False)
     return _evidence(env, intent, broker, "unknown", answer)
+
+
+def _stop_beyond_liquidation(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker,
+                             amount: float) -> str | None:
+    """Futures (SPEC §10): an entry whose SL lies beyond its liquidation price is refused
+    before it is sent (the venue would liquidate first)."""
+    check = getattr(broker, "stop_problem", None)
+    if not callable(check):
+        return None
+    with session_scope(env.engine) as session:
+        record = signal_rows.find_signal(session, intent.key_id, intent.signal_id)
+        if record is None:
+            return None
+        position, stop = record.position, record.price_stop_loss
+    try:
+        problem = check(intent.symbol, position, intent.price, stop, amount)
+    except ExchangeError:
+        return None  # the venue's margin table is unreadable: its own checks still apply
+    return None if problem is None else f"entry refused before sending: {problem}"
 
 
 def _size_exit(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> float | str:

@@ -164,3 +164,17 @@ def test_a_liquidation_closes_the_signal_with_reason_liquidation(fut: Fut) -> No
     assert (row.state, row.close_reason) == ("closed", "liquidation")
     assert row.signal_id in views[0].closed_as_gone
     assert row.realised_pnl_cost is not None and row.realised_pnl_cost < -240  # margin lost
+
+
+def test_an_sl_beyond_the_liquidation_price_is_refused_before_sending(fut: Fut) -> None:
+    # at 100x isolated the liquidation price of a long from 50,000 is about 49,700: an SL at
+    # 49,500 would never be reached before the venue liquidated the position
+    Broker.use(EXCHANGE, FuturesBroker(fut.env.brokers(EXCHANGE).exchange,  # type: ignore
+                                       leverage=100, margin_mode="isolated"))
+    fut.tick(0)
+    fut.settle()
+    row = signal()
+    assert (row.state, row.cancel_reason) == ("cancelled", "rejected")
+    (entry,) = intents("open")
+    assert entry.status == "rejected" and "liquidation" in (entry.last_error or "")
+    assert fut.venue.futures_orders() == []  # nothing was sent
