@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -210,18 +211,26 @@ def upgrade(engine: Engine) -> tuple[int | None, int]:
     version record (hand-made or damaged: we refuse to guess), and `DatabaseUnavailableError`
     if it cannot be reached.
     """
-    try:
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK})
-            before = _prepare(conn)
-            command.upgrade(_config(conn), "head")
-            _record_version(conn)
-            return before, LATEST_VERSION
-    except OperationalError as exc:
-        raise DatabaseUnavailableError(
-            f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
-            f"{exc.orig}") from exc
+    for attempt in range(4):
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                 {"key": ADVISORY_LOCK})
+                before = _prepare(conn)
+                command.upgrade(_config(conn), "head")
+                _record_version(conn)
+                return before, LATEST_VERSION
+        except OperationalError as exc:
+            # SQLite answers "database is locked" at once (no busy wait) when two first
+            # connections race on a new file; the upgrade is idempotent: try again.
+            if engine.dialect.name == "sqlite" and "locked" in str(exc.orig) and attempt < 3:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise DatabaseUnavailableError(
+                f"cannot reach the database {engine.url.render_as_string(hide_password=True)}"
+                f": {exc.orig}") from exc
+    raise AssertionError("unreachable")
 
 
 _ready: set[str] = set()

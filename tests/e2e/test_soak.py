@@ -11,7 +11,7 @@ from bench.soak import run_soak
 
 pytestmark = pytest.mark.integration
 
-KEYS, HOURS, TICK_SECONDS, SPEED = 1000, 24.0, 1800.0, 900.0
+KEYS, HOURS, TICK_SECONDS, SPEED = 1000, 24.0, 1800.0, 700.0
 
 
 def test_soak_with_random_kills_keeps_every_invariant(tmp_path) -> None:
