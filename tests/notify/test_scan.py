@@ -156,9 +156,8 @@ def test_secrets_never_leave_and_halt_exit_and_errors_are_told(
 def test_the_celery_task_scans_with_the_environment(in_process_runtime: Runtime,
                                                     webhook: Webhook,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from workers.notify import scan
-
     from bkit.settings import reset_settings
+    from workers.notify import scan
 
     monkeypatch.setenv("BKIT_NOTIFY_URLS", f"  {webhook.url()} ,")
     reset_settings()  # settings (BKIT_NOTIFY_URLS among them) are read once per process
