@@ -45,6 +45,7 @@ from bkit.core.machine import (
 from bkit.core.position_commands import PositionCommand
 from bkit.core.registry import REGISTRY, Registry, RiskSchema, StrategySchema, get_config
 from bkit.core.results import CallbackCall, Notice, TickResult
+from bkit.core.risk import risk_verdict
 from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
 from bkit.faults import crash_point
 from bkit.pricing import tick_price_and_touch
@@ -346,27 +347,11 @@ def _risk_check(session: Session, risk: RiskSchema, ctx: KeyContext, when: datet
                 price: float) -> Callable[[ValidSignal, PublicSignal], str | None]:
     def check(valid: ValidSignal, public: PublicSignal) -> str | None:
         _lock_budget(session, risk.risk_name)
-        slots = list(session.execute(select(RiskSlot).where(
-            RiskSlot.risk_name == risk.risk_name)).scalars())
-        if risk.max_concurrent_positions is not None and \
-                len(slots) >= risk.max_concurrent_positions:
-            return (f"risk {risk.risk_name}: {len(slots)} of "
-                    f"{risk.max_concurrent_positions} concurrent positions in use")
-        payload = {
-            "symbol": ctx.symbol, "strategy_name": ctx.strategy_name,
-            "exchange_name": ctx.exchange_name, "current_price": price, "when": when,
-            "signal": public, "active_position_count": len(slots),
-            "active_positions": [{"symbol": s.symbol, "strategy_name": s.strategy_name,
-                                  "exchange_name": s.exchange_name, "signal_id": s.signal_id}
-                                 for s in slots]}
-        for validation in risk.validations:
-            try:
-                verdict = validation.validate(payload)
-            except Exception as exc:
-                return str(exc) or validation.note or type(exc).__name__
-            if verdict:
-                return verdict if isinstance(verdict, str) else (validation.note or "rejected")
-        return None
+        slots = [{"symbol": s.symbol, "strategy_name": s.strategy_name,
+                  "exchange_name": s.exchange_name, "signal_id": s.signal_id}
+                 for s in session.execute(select(RiskSlot).where(
+                     RiskSlot.risk_name == risk.risk_name)).scalars()]
+        return risk_verdict(risk, ctx, when, price, public, slots)
     return check
 
 

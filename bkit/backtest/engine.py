@@ -48,6 +48,7 @@ from bkit.core.machine import (
 )
 from bkit.core.registry import RiskSchema, StrategySchema
 from bkit.core.results import CallbackCall, Notice, TickResult
+from bkit.core.risk import risk_verdict
 from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
 from bkit.core.statistics import ClosedTrade
 
@@ -212,25 +213,7 @@ class KeyRun:
         assert risk is not None
 
         def check(valid: ValidSignal, public: PublicSignal) -> str | None:
-            slots = book.held(risk.risk_name)
-            if risk.max_concurrent_positions is not None and \
-                    len(slots) >= risk.max_concurrent_positions:
-                return (f"risk {risk.risk_name}: {len(slots)} of "
-                        f"{risk.max_concurrent_positions} concurrent positions in use")
-            payload = {
-                "symbol": ctx.symbol, "strategy_name": ctx.strategy_name,
-                "exchange_name": ctx.exchange_name, "current_price": price, "when": when,
-                "signal": public, "active_position_count": len(slots),
-                "active_positions": slots}
-            for validation in risk.validations:
-                try:
-                    verdict = validation.validate(payload)
-                except Exception as exc:
-                    return str(exc) or validation.note or type(exc).__name__
-                if verdict:
-                    return verdict if isinstance(verdict, str) else (
-                        validation.note or "rejected")
-            return None
+            return risk_verdict(risk, ctx, when, price, public, book.held(risk.risk_name))
         return check
 
     def _fail(self, index: int) -> None:

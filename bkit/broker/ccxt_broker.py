@@ -44,6 +44,16 @@ def _fees(order: Mapping[str, Any]) -> tuple[Fee, ...]:
     return () if single is None else (single,)
 
 
+def fills_from_trades(trades: list[dict[str, Any]]) -> list[Fill]:
+    """ccxt unified trades as fills (amount, price, fee); a trade missing either is skipped."""
+    out = []
+    for trade in trades:
+        amount, price = _number(trade.get("amount")), _number(trade.get("price"))
+        if amount is not None and price is not None:
+            out.append(Fill(amount, price, _fee(trade.get("fee"))))
+    return out
+
+
 def venue_order(order: ExchangeOrder, client_order_id: str) -> VenueOrder:
     raw = order.raw
     status = None if order.status in (None, "None") else order.status
@@ -136,13 +146,7 @@ class CcxtBroker:
                 self.exchange.fetch_open_orders(symbol)]
 
     def fills(self, symbol: str, exchange_order_id: str) -> list[Fill]:
-        out = []
-        for trade in self.exchange.fetch_order_trades(symbol, exchange_order_id):
-            amount, price = _number(trade.get("amount")), _number(trade.get("price"))
-            if amount is None or price is None:
-                continue
-            out.append(Fill(amount, price, _fee(trade.get("fee"))))
-        return out
+        return fills_from_trades(self.exchange.fetch_order_trades(symbol, exchange_order_id))
 
     def free_balance(self, asset: str) -> float:
         return self.exchange.fetch_balance().get(asset, (0.0, 0.0))[0]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bkit.broker.base import OrderPlan
-from bkit.broker.ccxt_broker import _fee, _number, venue_order
+from bkit.broker.ccxt_broker import _number, fills_from_trades, venue_order
 from bkit.core.margin import contracts_for_cost, liquidation_price, stop_beyond_liquidation
 from bkit.core.orders import Fill, MarketRules, VenueOrder, base_of, quote_of
 from bkit.exchange.ccxt_exchange import CcxtExchange, ExchangeOrder
@@ -373,13 +373,7 @@ class FuturesBroker:
 
     def fills(self, symbol: str, exchange_order_id: str) -> list[Fill]:
         """The trades of one regular order (amounts in contracts, fees in USDT)."""
-        out = []
-        for trade in self.exchange.fetch_order_trades(symbol, exchange_order_id):
-            amount, price = _number(trade.get("amount")), _number(trade.get("price"))
-            if amount is None or price is None:
-                continue
-            out.append(Fill(amount, price, _fee(trade.get("fee"))))
-        return out
+        return fills_from_trades(self.exchange.fetch_order_trades(symbol, exchange_order_id))
 
     # account ----------------------------------------------------------------------------------
     def positions(self, symbol: str | None = None) -> list[FuturesPosition]:
