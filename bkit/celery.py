@@ -43,7 +43,7 @@ def make_app(settings: Settings | None = None) -> Celery:
     period = clock.wall_seconds(settings.tick_seconds)
     celery_app = Celery("bkit", broker=settings.resolved_broker_url(),
                         include=["workers.ticks", "workers.orders", "workers.backtests",
-                                 "workers.notify"])
+                                 "workers.notify", "workers.maint"])
     celery_app.conf.update(
         task_ignore_result=True,
         result_backend=None,
@@ -78,6 +78,9 @@ def make_app(settings: Settings | None = None) -> Celery:
                              "options": {"expires": settings.relay_seconds}},
             "notify-scan": {"task": "bkit.notify.scan", "schedule": timedelta(seconds=15),
                             "options": {"queue": "maint", "expires": 15}},
+            "prune-history": {"task": "bkit.maint.prune_history",
+                              "schedule": timedelta(seconds=settings.prune_seconds),
+                              "options": {"queue": "maint", "expires": settings.prune_seconds}},
             "reconcile-orders": {"task": "bkit.orders.reconcile",
                                  "schedule": timedelta(seconds=settings.reconcile_seconds),
                                  "options": {"expires": settings.reconcile_seconds}},

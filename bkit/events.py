@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -143,18 +144,22 @@ def dispatch(events: Iterable[dict[str, Any]]) -> None:
 
 # --- cross-process follower -----------------------------------------------------------------
 class EventFollower(threading.Thread):
-    """Polls the event log and dispatches events written by other processes."""
+    """Polls the event log (transitions, notices) and the tick feed (every other tick result,
+    written by workers only while a follower is present: SPEC §13) and dispatches what other
+    processes wrote. Its presence row is refreshed every few seconds and removed at stop."""
 
     def __init__(self, interval: float = 0.25) -> None:
         super().__init__(name="bkit-event-follower", daemon=True)
         self.interval = interval
         self.stopped = threading.Event()
         self.last_id: int | None = None
+        self.last_feed_id: int | None = None
+        self._said_at = 0.0
 
     def run(self) -> None:
         from bkit.store.engine import get_engine, session_scope
-        from bkit.store.event_log import event_as_dict, events_after, last_event_id
         from bkit.store.migrations import ensure_schema
+        from bkit.store.tick_history import say_gone
 
         origin = process_origin()
         while not self.stopped.is_set():
@@ -162,17 +167,52 @@ class EventFollower(threading.Thread):
                 engine = get_engine()
                 ensure_schema(engine)
                 with session_scope(engine) as session:
-                    if self.last_id is None:
-                        self.last_id = last_event_id(session)
-                    rows = events_after(session, self.last_id)
-                    batch = [event_as_dict(r) for r in rows]
+                    batch = self._poll(session, origin)
                 if batch:
-                    self.last_id = batch[-1]["id"]
                     dispatch(e for e in batch if e["origin"] != origin)
                     continue
             except Exception:  # database restart: keep following once it is back
                 log.warning("event follower: cannot read the event log", exc_info=True)
             self.stopped.wait(self.interval)
+        try:
+            with session_scope(get_engine()) as session:
+                say_gone(session, origin)
+        except Exception:  # the row goes stale and is pruned
+            log.debug("event follower: could not remove its presence", exc_info=True)
+
+    def _poll(self, session: Any, origin: str) -> list[dict[str, Any]]:
+        from bkit.store.event_log import event_as_dict, events_after, last_event_id
+        from bkit.store.tick_history import (
+            PRESENCE_REFRESH_SECONDS,
+            feed_after,
+            last_feed_id,
+            say_present,
+        )
+
+        if time.monotonic() - self._said_at >= PRESENCE_REFRESH_SECONDS:
+            say_present(session, origin)
+            self._said_at = time.monotonic()
+        if self.last_id is None or self.last_feed_id is None:
+            self.last_id, self.last_feed_id = last_event_id(session), last_feed_id(session)
+        batch = [event_as_dict(r) for r in events_after(session, self.last_id)]
+        feed = feed_after(session, self.last_feed_id)
+        if batch:
+            self.last_id = batch[-1]["id"]
+        if feed:
+            self.last_feed_id = feed[-1].id
+        batch += [{"id": None, "kind": "signal", "origin": r.origin,
+                   "payload": r.payload or {}, "created_at": None} for r in feed]
+        # One key's results in market-time order across the two sources (a sort is stable:
+        # rows of one source keep their order).
+        batch.sort(key=lambda e: _market_time(e))
+        return batch
+
+
+def _market_time(event: dict[str, Any]) -> str:
+    created = event.get("created_at")
+    if created is None:
+        return str((event.get("payload") or {}).get("created_at") or "")
+    return created.isoformat() if hasattr(created, "isoformat") else str(created)
 
 
 _follower: EventFollower | None = None

@@ -82,7 +82,8 @@ class LiveApi:
                 settings = get_settings()
                 self._env = TickEnv(engine=self._engine(), clock=SystemClock(),
                                     lease_seconds=settings.lease_seconds,
-                                    brokers=broker_for, enqueue_order=enqueue_submit)
+                                    brokers=broker_for, enqueue_order=enqueue_submit,
+                                    history_days=settings.tick_history_days)
             return self._env
 
     def _start(self, symbol: str, strategy_name: str, exchange_name: str) -> int:

@@ -8,20 +8,21 @@ worker did the work and survive restarts. Per key (labels `strategy`, `exchange`
 - `bkit_key_tick_lag_seconds`: how late the last tick was written, after its minute began
   (wall seconds);
 - `bkit_key_last_tick_timestamp_seconds`: the last tick minute (market time, Unix seconds);
-- `bkit_key_ticks_total`: completed ticks (one `signal` event each);
+- `bkit_key_ticks_total`: completed ticks (the key row's counter);
 - `bkit_key_ticks_failed_total`: ticks that were claimed and failed (error events of stage
   `tick`, e.g. no price): the next minute retries them;
 - `bkit_key_ticks_skipped_total`: minutes between the key's first and last completed tick with
   no completed tick (worker outage, failure, beat drift, time spent disabled);
-- `bkit_key_errors_total`, `bkit_key_last_error_timestamp_seconds`: error events and the
-  newest one (or the last failed tick, whichever is later);
+- `bkit_key_errors_total`, `bkit_key_last_error_timestamp_seconds`: error events of the key
+  and when the newest was written (wall time);
 - `bkit_key_open_positions`: positions open on the key (opening, opened, closing).
 
 Global: `bkit_up` (the database answered), `bkit_halted`, `bkit_live_signals{state}`,
 `bkit_order_intents{status}` and `bkit_scrape_duration_seconds`.
 
-Each scrape runs a few grouped queries over the event log; on a very large log point the
-scraper at a longer interval.
+Each scrape reads the key rows (counters and last results live there, SPEC §13), the live
+signals and the outbox's open part: its cost grows with keys and open orders, never with the
+ticks ever made.
 """
 
 from __future__ import annotations
@@ -31,19 +32,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, Text, func, select, type_coerce
+from sqlalchemy import Engine, func, select
 from sqlmodel import col
 
 from bkit.core.signals import LIVE_STATES
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.keys import KEY_STATUSES, is_halted
-from bkit.store.tables import EventRecord, OrderIntent, SignalRecord, StrategySymbol
+from bkit.store.tables import OrderIntent, SignalRecord, StrategySymbol
 
 log = logging.getLogger("bkit.metrics")
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -58,33 +58,14 @@ def _ts(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
-def _latest(*moments: datetime | None) -> datetime | None:
-    present = [m for m in moments if m is not None]
-    return max(present) if present else None
-
-
 class _Snapshot:
     """One scrape's worth of rows, read in one session."""
 
     def __init__(self, engine: Engine) -> None:
-        key_id, kind, created_at = col(EventRecord.key_id), col(EventRecord.kind), \
-            col(EventRecord.created_at)
         signal_key, state = col(SignalRecord.key_id), col(SignalRecord.state)
         with session_scope(engine) as session:
             self.keys = list(session.execute(
                 select(StrategySymbol).order_by(col(StrategySymbol.id))).scalars())
-            self.ticks: dict[int | None, Any] = {row[0]: row[1:] for row in session.execute(
-                select(key_id, func.count(), func.min(created_at), func.max(created_at))
-                .where(kind == "signal").group_by(key_id))}
-            self.errors: dict[int | None, Any] = {row[0]: row[1:] for row in session.execute(
-                select(key_id, func.count(), func.max(created_at))
-                .where(kind == "error").group_by(key_id))}
-            self.failed: dict[int | None, int] = {row[0]: row[1] for row in session.execute(
-                select(key_id, func.count())
-                .where(kind == "error",
-                       # compare the stored JSON text, not a JSON-encoded pattern
-                       type_coerce(EventRecord.payload, Text).like('%"stage":"tick"%'))
-                .group_by(key_id))}
             self.signals = [tuple(row) for row in session.execute(
                 select(signal_key, state, func.count())
                 .where(state.in_(sorted(LIVE_STATES))).group_by(signal_key, state))]
@@ -98,17 +79,6 @@ class _Snapshot:
             from bkit.reconcile import last_differences
 
             self.reconcile_differences = last_differences(session)
-
-
-def _as_utc(moment: Any) -> datetime | None:
-    """SQLite aggregates hand back naive strings/datetimes; every stored time is UTC."""
-    if moment is None:
-        return None
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    from bkit.core.statistics import as_utc
-
-    return as_utc(moment)
 
 
 class BkitCollector(Collector):
@@ -169,18 +139,16 @@ class BkitCollector(Collector):
                 lag.add_metric(labels, key.last_tick_lag_ms / 1000)
             if key.last_tick_at is not None:
                 last_tick.add_metric(labels, key.last_tick_at.timestamp())
-            count, first, last = snap.ticks.get(key.id, (0, None, None))
-            first, last = _as_utc(first), _as_utc(last)
-            done.add_metric(labels, int(count))
+            count = int(key.ticks_total or 0)
+            done.add_metric(labels, count)
+            first, last = key.first_tick_at, key.last_tick_at
             span = 0 if first is None or last is None else \
                 int((last - first).total_seconds() // 60) + 1
-            skipped.add_metric(labels, max(0, span - int(count)))
-            failed.add_metric(labels, int(snap.failed.get(key.id, 0)))
-            error_count, newest = snap.errors.get(key.id, (0, None))
-            errors.add_metric(labels, int(error_count))
-            newest_error = _latest(_as_utc(newest), key.last_error_at)
-            if newest_error is not None:
-                last_error.add_metric(labels, newest_error.timestamp())
+            skipped.add_metric(labels, max(0, span - count))
+            failed.add_metric(labels, int(key.ticks_failed or 0))
+            errors.add_metric(labels, int(key.errors_total or 0))
+            if key.last_error_at is not None:
+                last_error.add_metric(labels, key.last_error_at.timestamp())
             open_positions.add_metric(labels, positions.get(key.id or -1, 0))
         yield from (status, lag, last_tick, done, failed, skipped, errors, last_error,
                     open_positions)

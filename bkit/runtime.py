@@ -89,7 +89,8 @@ def tick_env() -> TickEnv:
                 env = TickEnv(engine=engine, clock=clock_from_settings(),
                               lease_seconds=settings.lease_seconds,
                               brokers=broker_for,
-                              enqueue_order=enqueue_submit)
+                              enqueue_order=enqueue_submit,
+                              history_days=settings.tick_history_days)
                 _env = (pid, env)
     return _env[1]
 

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     #: A resting (limit) entry not filled after this long is cancelled and rolled back.
     order_entry_timeout_seconds: float = 7200.0
     relay_seconds: float = 20.0
+    #: Days of compact per-tick history kept (SPEC §13; 0 = none written). Trades and
+    #: transitions are kept for ever whatever this says.
+    tick_history_days: float = Field(default=7.0, ge=0)
+    #: Wall seconds between two runs of the history pruning task (small batches each run).
+    prune_seconds: float = Field(default=60.0, gt=0)
     #: Reconciliation of balances and open orders with bkit's positions (wall seconds).
     reconcile_seconds: float = Field(default=300.0, gt=0)
     #: Notifications: apprise URLs (comma/space/newline separated) and the error-summary

@@ -52,7 +52,7 @@ from bkit.pricing import tick_price_and_touch
 from bkit.store import signal_rows
 from bkit.store.commands import mark_commands, pending_commands
 from bkit.store.engine import DatabaseUnavailableError, session_scope
-from bkit.store.event_log import event_as_dict, notice_event
+from bkit.store.event_log import count_errors, event_as_dict, notice_event
 from bkit.store.keys import Claim, claim_statement, hand_back, is_halted, release_claim
 from bkit.store.outcomes import store_outcome
 from bkit.store.tables import (
@@ -61,6 +61,13 @@ from bkit.store.tables import (
     RiskSlot,
     SignalRecord,
     StrategySymbol,
+)
+from bkit.store.tick_history import (
+    TRANSITIONS,
+    history_row,
+    insert_feed,
+    insert_history,
+    listeners_present,
 )
 
 log = logging.getLogger("bkit.tick")
@@ -79,6 +86,8 @@ class TickEnv:
     brokers: Callable[[str], OrderBroker | None] = lambda _name: None
     enqueue_order: Callable[[int], None] | None = None
     seen_signals: set[str] = field(default_factory=set)  # restored-signal detection
+    #: BKIT_TICK_HISTORY_DAYS: days of compact tick history kept (0: none written).
+    history_days: float = 7.0
 
     @property
     def origin(self) -> str:
@@ -333,8 +342,9 @@ def _fail(env: TickEnv, claim: Claim, when: datetime, message: str,
         with session_scope(env.engine) as session:
             session.add(record)
             session.flush()
+            count_errors(session, [record], datetime.now(UTC), failed_tick=True)
             dispatched = event_as_dict(record)
-        release_claim(env.engine, claim, last_error_at=datetime.now(UTC))
+        release_claim(env.engine, claim)
         events.dispatch([dispatched])
     except Exception as exc:
         if _database_gone(exc):  # the lease simply expires; one line per outage
@@ -396,7 +406,21 @@ def _write_back(env: TickEnv, prepared: list[_Prepared], when: datetime, started
         written = {key_id: _Written(outcome, [event_as_dict(r) for r in added], intent_ids,
                                     restored)
                    for key_id, (outcome, added, intent_ids, restored) in stored.items()}
+        _write_tick_rows(session, env, written)
     return written
+
+
+def _write_tick_rows(session: Session, env: TickEnv, written: dict[int, _Written]) -> None:
+    """The batch's compact history rows (one multi-row insert) and, while some process
+    follows the log, its non-transition results for those listeners (SPEC §13, §9)."""
+    if env.history_days > 0:
+        insert_history(session, [
+            history_row(key_id, done.outcome.result, done.records[0]["payload"].get(
+                "duration_ms")) for key_id, done in written.items()])
+    feed = [done.records[0]["payload"] | {"key_id": key_id}
+            for key_id, done in written.items() if done.outcome.result.action not in TRANSITIONS]
+    if feed and listeners_present(session):
+        insert_feed(session, feed, env.origin)
 
 
 def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol,
@@ -431,6 +455,11 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol
     lag = env.clock.wall_seconds((env.clock.now() - when).total_seconds()) * 1000
     key.lease_owner, key.lease_until = None, None
     key.last_tick_at, key.last_tick_lag_ms, key.updated_at = when, lag, now
+    # The counters and the last result of SPEC §13, on the row this transaction already
+    # writes: no statement of their own.
+    key.ticks_total = (key.ticks_total or 0) + 1
+    key.first_tick_at = key.first_tick_at or when
+    key.last_action, key.last_price = outcome.result.action, outcome.result.current_price
     return outcome, added, intent_ids, restored
 
 
@@ -495,6 +524,7 @@ def record_notices(env: TickEnv, key_id: int | None, ctx: KeyContext, when: date
         with session_scope(env.engine) as session:
             session.add_all(records)
             session.flush()
+            count_errors(session, records, datetime.now(UTC))
             return [event_as_dict(r) for r in records]
     except Exception:
         log.exception("could not record %d notices", len(notices))

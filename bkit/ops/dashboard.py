@@ -2,7 +2,7 @@
 server (127.0.0.1, basic auth from `BKIT_DASHBOARD_BASIC_AUTH=user:pass`).
 
 `GET /` is a static page whose script fetches `GET /api/state` every few seconds: the keys with
-their status, the open positions with unrealised PnL (priced from each key's last tick event,
+their status, the open positions with unrealised PnL (priced from each key's last tick,
 so the page never calls an exchange), the newest closed trades, the newest errors and exit
 alerts, and the equity curve (cumulative closed PnL, in percentage points, realised PnL where
 an order broker measured it). Every read is bounded by the number of keys or of trades, or by
@@ -63,7 +63,8 @@ def dashboard_state(engine: Engine, *, now: datetime | None = None) -> dict[str,
         names = {k.id: (k.strategy_name, k.exchange_name, k.symbol) for k in keys}
         open_rows = list(session.execute(select(SignalRecord).where(
             col(SignalRecord.state).in_(OPEN_STATES))).scalars())
-        last_price = {row.key_id: _last_price(session, row.key_id) for row in open_rows}
+        by_id = {k.id: k for k in keys}
+        last_price = {row.key_id: _last_price(by_id.get(row.key_id)) for row in open_rows}
         trades = list(session.execute(select(SignalRecord).where(
             col(SignalRecord.state) == "closed").order_by(
             col(SignalRecord.closed_at).desc(), col(SignalRecord.id).desc())
@@ -99,15 +100,11 @@ def dashboard_state(engine: Engine, *, now: datetime | None = None) -> dict[str,
     })
 
 
-def _last_price(session: Any, key_id: int) -> tuple[float, datetime] | None:
-    """The price and time of the key's newest tick event (index `(key_id, id)`, LIMIT 1)."""
-    found = session.execute(select(col(EventRecord.payload), col(EventRecord.created_at)).where(
-        col(EventRecord.key_id) == key_id, col(EventRecord.kind) == "signal").order_by(
-        col(EventRecord.id).desc()).limit(1)).first()
-    if found is None or not isinstance(found[0], dict):
+def _last_price(key: StrategySymbol | None) -> tuple[float, datetime] | None:
+    """The price and minute of the key's last completed tick (kept on the key row)."""
+    if key is None or key.last_price is None or key.last_tick_at is None:
         return None
-    price = found[0].get("current_price")
-    return (float(price), found[1]) if isinstance(price, int | float) else None
+    return float(key.last_price), key.last_tick_at
 
 
 def _position(row: SignalRecord, priced: tuple[float, datetime] | None) -> dict[str, Any]:

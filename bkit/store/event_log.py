@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from bkit.core.results import Notice, TickResult, jsonable
-from bkit.store.tables import EventRecord
+from bkit.store.tables import EventRecord, StrategySymbol
 
 
 def result_event(key_id: int | None, result: TickResult, origin: str,
@@ -32,6 +32,25 @@ def notice_event(key_id: int | None, notice: Notice, *, symbol: str | None,
                        strategy_name=strategy_name, exchange_name=exchange_name,
                        signal_id=data.get("signal_id"), message=notice.message, origin=origin,
                        created_at=when, payload=data)
+
+
+def count_errors(session: Session, records: Sequence[EventRecord], now: datetime, *,
+                 failed_tick: bool = False) -> None:
+    """Add `records`' error events to their keys' counters (SPEC §13: metrics and status read
+    the key row, never a count over the log). `now`: wall time of the newest error."""
+    per_key: dict[int, list[EventRecord]] = {}
+    for record in records:
+        if record.kind == "error" and record.key_id is not None:
+            per_key.setdefault(record.key_id, []).append(record)
+    for key_id, errors in per_key.items():
+        column = StrategySymbol.__table__.c  # type: ignore[attr-defined]
+        values: dict[str, object] = {
+            "errors_total": column.errors_total + len(errors), "last_error_at": now,
+            "last_error_message": errors[-1].message[:500]}
+        if failed_tick:
+            values["ticks_failed"] = column.ticks_failed + 1
+        session.execute(update(StrategySymbol).where(column.id == key_id).values(**values)
+                        .execution_options(synchronize_session=False))
 
 
 def last_event_id(session: Session) -> int:

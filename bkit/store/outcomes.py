@@ -20,6 +20,7 @@ from bkit.core.signals import SignalRow
 from bkit.store import signal_rows
 from bkit.store.event_log import notice_event, result_event
 from bkit.store.tables import EventRecord, OrderIntent, RiskSlot, StrategySymbol
+from bkit.store.tick_history import TRANSITIONS
 
 
 def client_order_id(key_id: int, signal_id: str, kind: str, attempt: int) -> str:
@@ -66,7 +67,8 @@ def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: T
                   duration_ms: float | None = None, order_amount: float | None = None,
                   flush: bool = True) -> tuple[list[EventRecord], list[int]]:
     """Persist `outcome` for `key` (whose live signal row is `record`, or None). Returns the
-    event rows added and the ids of new order intents. `flush=False` leaves the events to
+    event rows (the result's first: not added to the session unless it is a transition) and
+    the ids of new order intents. `flush=False` leaves the events to
     the caller's flush (a batch flushes once, so its inserts go out together)."""
     assert key.id is not None
     row = outcome.signal
@@ -87,16 +89,24 @@ def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: T
 
     names = {"symbol": key.symbol, "strategy_name": key.strategy_name,
              "exchange_name": key.exchange_name, "when": when, "origin": origin}
-    records = [result_event(key.id, outcome.result, origin, duration_ms)]
-    records += [notice_event(key.id, n, **names) for n in outcome.notices]
+    result = result_event(key.id, outcome.result, origin, duration_ms)
+    notices = [notice_event(key.id, n, **names) for n in outcome.notices]
     if outcome.finished:
-        records.append(notice_event(key.id, Notice("done", "stopped key finished"), **names))
+        notices.append(notice_event(key.id, Notice("done", "stopped key finished"), **names))
         key.status = "disabled"
     if outcome.signal_window is not None:
         key.signal_window = outcome.signal_window
     if outcome.clear_command:
         key.command = None
-    session.add_all(records)
+    errors = [n for n in notices if n.kind == "error"]
+    if errors:  # the key row is locked and loaded: count on it, no extra statement
+        key.errors_total = (key.errors_total or 0) + len(errors)
+        key.last_error_at, key.last_error_message = now, errors[-1].message[:500]
+    # Only transitions stay in the event log (SPEC §13); an idle / active / waiting result
+    # is still returned, for this process's listeners, but not kept as a row.
+    kept = [result] if outcome.result.action in TRANSITIONS else []
+    records = [result, *notices]
+    session.add_all(kept + notices)
     if flush:
         session.flush()
     return records, intent_ids

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, Integer, UniqueConstraint, text
+from sqlalchemy import (
+    REAL,
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    SmallInteger,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from bkit.store.types import JSONText, UTCDateTime
@@ -45,6 +54,15 @@ class StrategySymbol(SQLModel, table=True):
     last_error_at: datetime | None = _dt()
     created_at: datetime | None = _dt()
     updated_at: datetime | None = _dt()
+    # Counters and the last result, kept on the key so that metrics and status read one row
+    # per key however long bkit has run (SPEC §13).
+    ticks_total: int = Field(default=0, sa_type=BigInteger)
+    first_tick_at: datetime | None = _dt()
+    ticks_failed: int = Field(default=0, sa_type=BigInteger)
+    errors_total: int = Field(default=0, sa_type=BigInteger)
+    last_action: str | None = Field(default=None, max_length=16)
+    last_price: float | None = None
+    last_error_message: str | None = None
 
 
 class SignalRecord(SQLModel, table=True):
@@ -260,3 +278,42 @@ class PositionCommandRecord(SQLModel, table=True):
     actor: str | None = Field(default=None, max_length=96)
     created_at: datetime | None = _dt()
     applied_at: datetime | None = _dt()
+
+
+class TickHistoryRecord(SQLModel, table=True):
+    """One compact row per completed tick (SPEC §13): no signal JSON, times as epoch minutes.
+    Kept `BKIT_TICK_HISTORY_DAYS` and pruned oldest-id-first by a beat task; the trades and
+    transitions it summarises live in `signal` and `event` for ever."""
+
+    __tablename__ = "tick_history"
+
+    id: int | None = Field(default=None, sa_column=Column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    key_id: int = Field(sa_type=Integer)
+    minute: int = Field(sa_type=BigInteger)  # market time, epoch minutes
+    action: int = Field(sa_type=SmallInteger)  # bkit.store.tick_history.ACTION_CODES
+    price: float
+    pnl: float | None = Field(default=None, sa_type=REAL)  # % (unrealised while open)
+    duration_ms: float | None = Field(default=None, sa_type=REAL)
+
+
+class TickFeedRecord(SQLModel, table=True):
+    """Tick results for listeners in other processes (SPEC §9), written only while a listener
+    is present and pruned after minutes: delivery without a permanent row per tick."""
+
+    __tablename__ = "tick_feed"
+
+    id: int | None = Field(default=None, sa_column=Column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    written_at: float  # wall time, Unix seconds (pruning)
+    origin: str | None = Field(default=None, max_length=96)
+    payload: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
+
+
+class ListenerPresence(SQLModel, table=True):
+    """A process following the event log, and when it last said so (wall time, Unix s)."""
+
+    __tablename__ = "listener_presence"
+
+    origin: str = Field(primary_key=True, max_length=96)
+    seen_at: float

@@ -6,7 +6,7 @@ per intent, every open position still monitored, every risk slot accounted for."
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -15,7 +15,14 @@ from bkit.core.config import Config
 from bkit.core.pnl import pnl_for
 from bkit.core.signals import LIVE_STATES
 from bkit.store.engine import session_scope
-from bkit.store.tables import EventRecord, OrderIntent, RiskSlot, SignalRecord, StrategySymbol
+from bkit.store.tables import (
+    EventRecord,
+    OrderIntent,
+    RiskSlot,
+    SignalRecord,
+    StrategySymbol,
+    TickHistoryRecord,
+)
 
 CLOSE_REASONS = {"take_profit", "stop_loss", "time_expired", "closed"}
 
@@ -30,7 +37,6 @@ def check_invariants(engine: Engine, *, fake: Any = None, config: Config | None 
     with session_scope(engine) as session:
         keys = {k.id: k for k in session.execute(select(StrategySymbol)).scalars()}
         signals = list(session.execute(select(SignalRecord)).scalars())
-        # Only what the checks need: a day of 1,000 keys is 1.4 million tick events.
         events = list(session.execute(select(
             EventRecord.key_id, EventRecord.signal_id, EventRecord.action).where(
             EventRecord.kind == "signal",
@@ -80,19 +86,13 @@ def check_invariants(engine: Engine, *, fake: Any = None, config: Config | None 
 
 
 def _minutes_ticked_twice(session: Any) -> Counter[tuple[int, datetime]]:
-    """Tick results per (key, minute), for the minutes with more than one signal event (the
-    database narrows them down; a tick's result event carries its duration, an order
-    confirmation's does not)."""
-    crowded = select(EventRecord.key_id, EventRecord.created_at).where(
-        EventRecord.kind == "signal").group_by(EventRecord.key_id, EventRecord.created_at
-                                               ).having(func.count() > 1).subquery()
-    rows = session.execute(select(EventRecord.key_id, EventRecord.created_at,
-                                  EventRecord.payload).join(
-        crowded, (EventRecord.key_id == crowded.c.key_id)
-        & (EventRecord.created_at == crowded.c.created_at)).where(
-        EventRecord.kind == "signal"))
-    return Counter((key_id, minute) for key_id, minute, payload in rows
-                   if payload and "duration_ms" in payload)
+    """Completed ticks per (key, minute), for the minutes ticked more than once (from the
+    compact tick history, SPEC §13: it needs `BKIT_TICK_HISTORY_DAYS` > 0)."""
+    rows = session.execute(select(
+        TickHistoryRecord.key_id, TickHistoryRecord.minute, func.count()).group_by(
+        TickHistoryRecord.key_id, TickHistoryRecord.minute).having(func.count() > 1))
+    return Counter({(key_id, datetime.fromtimestamp(minute * 60, tz=UTC)): count
+                    for key_id, minute, count in rows})
 
 
 def _closed_row_problems(row: SignalRecord, config: Config) -> list[str]:

@@ -14,7 +14,13 @@ from bkit.core.registry import REGISTRY
 from bkit.exchange.paper import add_paper_exchange
 from bkit.live import Live
 from bkit.store.engine import get_engine, session_scope
-from bkit.store.tables import EventRecord, OrderIntent, RiskSlot, SignalRecord
+from bkit.store.tables import (
+    EventRecord,
+    OrderIntent,
+    RiskSlot,
+    SignalRecord,
+    TickHistoryRecord,
+)
 from bkit.testing.invariants import check_invariants
 from tests.integration.conftest import Runtime
 
@@ -43,6 +49,11 @@ def _copy_event(action: str | None = None) -> None:
         session.add(EventRecord(key_id=event.key_id, kind="signal",
                                 action=action or event.action, signal_id=event.signal_id,
                                 created_at=event.created_at, payload=dict(event.payload or {})))
+        tick = session.execute(select(TickHistoryRecord).order_by(TickHistoryRecord.id)
+                               ).scalars().first()
+        assert tick is not None  # and its compact tick row: the same minute ticked again
+        session.add(TickHistoryRecord(key_id=tick.key_id, minute=tick.minute,
+                                      action=tick.action, price=tick.price))
 
 
 def test_a_clean_run_passes(opened: SignalRecord) -> None:

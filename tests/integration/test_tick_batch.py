@@ -15,7 +15,7 @@ from bkit.live import Live
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.keys import ensure_key
 from bkit.store.migrations import upgrade
-from bkit.store.tables import EventRecord, SignalRecord, StrategySymbol
+from bkit.store.tables import EventRecord, SignalRecord, StrategySymbol, TickHistoryRecord
 from bkit.ticking import bucket_of, run_ticks
 from tests.integration.conftest import Runtime
 
@@ -47,6 +47,13 @@ def _count(kind: str, **where: object) -> int:
         return int(session.execute(stmt).scalar_one())
 
 
+def _ticks() -> int:
+    """Completed ticks: the compact tick history (SPEC §13)."""
+    with session_scope(get_engine()) as session:
+        return int(session.execute(select(func.count()).select_from(TickHistoryRecord))
+                   .scalar_one())
+
+
 def test_a_batch_ticks_every_key_once_per_minute(runtime: Runtime) -> None:
     add_strategy("batch-long", _long, interval="1m")
     ids = _keys("batch-long")
@@ -58,7 +65,7 @@ def test_a_batch_ticks_every_key_once_per_minute(runtime: Runtime) -> None:
     assert again == dict.fromkeys(ids)
     nxt = run_ticks(env, ids, bucket + 1).results
     assert all(nxt[i] is not None and nxt[i].action in ("active", "closed") for i in ids)
-    assert _count("signal") == 2 * len(ids)
+    assert _ticks() == 2 * len(ids)
     with session_scope(get_engine()) as session:
         keys = list(session.execute(select(StrategySymbol)).scalars())
         live = session.execute(select(func.count()).select_from(SignalRecord)).scalar_one()
@@ -89,7 +96,7 @@ def test_a_key_whose_lease_was_taken_mid_tick_is_fenced_off_alone(runtime: Runti
         opened = {r.key_id for r in session.execute(select(SignalRecord)).scalars()}
     assert stolen is not None and stolen.lease_owner == "other-worker"  # left untouched
     assert opened == set(ids) - {ids[2]}
-    assert _count("signal") == len(ids) - 1
+    assert _ticks() == len(ids) - 1
 
 
 def _fail_inserts_for(symbol: str) -> None:
@@ -122,7 +129,7 @@ def test_one_failing_key_costs_the_rest_of_its_batch_nothing(runtime: Runtime) -
         opened = {r.key_id for r in session.execute(select(SignalRecord)).scalars()}
         bad = session.get(StrategySymbol, ids[3])
     assert opened == set(ids) - {ids[3]}  # the others were written, one by one
-    assert _count("signal") == len(ids) - 1
+    assert _ticks() == len(ids) - 1
     assert _count("error", key_id=ids[3]) == 1
     assert bad is not None and bad.lease_owner is None  # its lease was given back
     # The failing key is retried the next minute; the others carry on.
@@ -157,7 +164,7 @@ def test_a_batch_out_of_time_hands_its_unreached_keys_back_for_another_batch(
     assert all(rest.results[i] is not None and rest.results[i].action == "opened"
                for i in batch.handed_back)
     assert run_ticks(env, ids, bucket).results == dict.fromkeys(ids)  # never twice a minute
-    assert _count("signal") == len(ids)
+    assert _ticks() == len(ids)
 
 
 def test_fanout_batches_are_smaller_when_there_are_few_keys() -> None:

@@ -13,7 +13,7 @@ from bkit.live import Live
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.keys import claim_key, ensure_key
 from bkit.store.migrations import upgrade
-from bkit.store.tables import EventRecord, SignalRecord
+from bkit.store.tables import EventRecord, SignalRecord, StrategySymbol, TickHistoryRecord
 from tests.integration.conftest import Runtime
 
 pytestmark = pytest.mark.integration
@@ -38,9 +38,17 @@ def test_live_tick_opens_once_per_minute_and_closes_with_history(runtime: Runtim
     assert "closed" in actions
     with session_scope(get_engine()) as session:
         rows = list(session.execute(select(SignalRecord).order_by(SignalRecord.id)).scalars())
-        signal_events = session.execute(select(func.count()).select_from(EventRecord).where(
-            EventRecord.kind == "signal")).scalar_one()
-    assert signal_events == 40  # one event per ticked minute, none for the duplicate
+        signal_events = list(session.execute(select(EventRecord.action).where(
+            EventRecord.kind == "signal").order_by(EventRecord.id)).scalars())
+        ticks = list(session.execute(select(TickHistoryRecord.minute).order_by(
+            TickHistoryRecord.id)).scalars())
+        key = session.execute(select(StrategySymbol)).scalars().one()
+    # one compact tick row per ticked minute, none for the duplicate; only the transitions
+    # stay in the event log (SPEC §13)
+    assert ticks == [int(START.timestamp() // 60) + m for m in range(40)]
+    assert key.ticks_total == 40 and key.last_action == actions[-1]
+    assert signal_events == [a for a in actions if a in ("scheduled", "opened", "closed",
+                                                          "cancelled")]
     closed = [r for r in rows if r.state == "closed"]
     assert closed, "a closed trade stays in the table as history"
     assert sum(r.state in ("scheduled", "opened") for r in rows) <= 1

@@ -27,7 +27,7 @@ from bkit.core.registry import get_config
 from bkit.live import Live
 from bkit.ops.dashboard import DashboardConfigError, DashboardServer, make_server
 from bkit.store.engine import session_scope
-from bkit.store.tables import EventRecord, SignalRecord
+from bkit.store.tables import SignalRecord, TickHistoryRecord
 from tests.ops.conftest import OpsEnv
 from tests.ops.strategies_ops import EXCHANGE, QUIET, START, STRATEGY
 
@@ -90,9 +90,9 @@ def test_the_api_shows_keys_positions_trades_errors_and_equity(
             SignalRecord.state == "closed").order_by(SignalRecord.closed_at)).scalars())
         held = list(session.execute(select(SignalRecord).where(
             SignalRecord.state == "opened")).scalars())
-        last = {row.key_id: session.execute(select(EventRecord).where(
-            EventRecord.key_id == row.key_id, EventRecord.kind == "signal").order_by(
-            EventRecord.id.desc()).limit(1)).scalars().one() for row in held}  # type: ignore[union-attr]
+        last = {row.key_id: session.execute(select(TickHistoryRecord.price).where(
+            TickHistoryRecord.key_id == row.key_id).order_by(
+            TickHistoryRecord.id.desc()).limit(1)).scalar_one() for row in held}
     assert [(k["symbol"], k["status"]) for k in state["keys"]] == [
         (XRP, "enabled"), (BTC, "enabled"), (XRP, "enabled")]
     assert [k["failing"] for k in state["keys"]] == [True, False, False]
@@ -102,7 +102,7 @@ def test_the_api_shows_keys_positions_trades_errors_and_equity(
     assert len(state["positions"]) == len(held)
     for position in state["positions"]:
         row = next(r for r in held if r.key_id == position["key_id"])
-        price = last[row.key_id].payload["current_price"]  # type: ignore[index]
+        price = last[row.key_id]  # the key's newest completed tick
         expected = compute_pnl("long", row.price_open, price, row.cost,
                                slippage_percent=config.CC_PERCENT_SLIPPAGE,
                                fee_percent=config.CC_PERCENT_FEE)
