@@ -16,9 +16,8 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -381,28 +380,14 @@ def key_statuses(strategy_name: str | None = None, exchange_name: str | None = N
         if exchange_name is not None:
             stmt = stmt.where(exchange == exchange_name)
         keys = list(session.execute(stmt).scalars())
-        pnl, key_id, state = (col(SignalRecord.pnl_percentage), col(SignalRecord.key_id),
-                              col(SignalRecord.state))
-        closed: dict[int, Any] = {row[0]: row[1:] for row in session.execute(
-            select(key_id, func.count(), func.sum(case((pnl > 0, 1), else_=0)),
-                   func.coalesce(func.sum(pnl), 0.0),
-                   func.sum(col(SignalRecord.realised_pnl_cost)))
-            .where(state == "closed").group_by(key_id))}
+        state = col(SignalRecord.state)
         live = {row.key_id: row for row in session.execute(select(SignalRecord).where(
             state.in_(sorted(LIVE_STATES)))).scalars()}
-        errors = {}
-        for key in keys:  # bounded by keys that ever failed: one indexed look each
-            if key.last_error_at is None:
-                continue
-            newest = session.execute(select(EventRecord.message, EventRecord.created_at).where(
-                EventRecord.key_id == key.id, EventRecord.kind == "error")
-                .order_by(col(EventRecord.id).desc()).limit(1)).first()
-            if newest is not None:
-                errors[key.id] = (newest[0], newest[1])
+    # Closed-trade totals, the newest error and its minute are on the key rows (SPEC §13):
+    # one row per key, however long bkit has run.
     out = []
     for key in keys:
         assert key.id is not None
-        count, wins, total, realised = closed.get(key.id, (0, 0, 0.0, None))
         signal = live.get(key.id)
         out.append(KeyStatus(
             key_id=key.id, strategy_name=key.strategy_name, exchange_name=key.exchange_name,
@@ -411,15 +396,15 @@ def key_statuses(strategy_name: str | None = None, exchange_name: str | None = N
             signal_state=None if signal is None else signal.state,
             position=None if signal is None else signal.position,
             last_tick_at=key.last_tick_at, last_tick_lag_ms=key.last_tick_lag_ms,
-            last_error_at=key.last_error_at, closed_trades=int(count), win_count=int(wins or 0),
-            total_pnl=float(total or 0.0),
-            realised_pnl=None if realised is None else float(realised),
+            last_error_at=key.last_error_at, closed_trades=int(key.closed_total or 0),
+            win_count=int(key.closed_wins or 0), total_pnl=float(key.closed_pnl_total or 0.0),
+            realised_pnl=key.closed_realised_total,
             amount=None if signal is None else signal.amount,
             stuck=bool(signal is not None and signal.stuck),
-            last_error=errors.get(key.id, (None, None))[0],
-            last_error_minute=errors.get(key.id, (None, None))[1],
-            failing=key.id in errors and (key.last_tick_at is None or
-                                          errors[key.id][1] >= key.last_tick_at)))
+            last_error=key.last_error_message,
+            last_error_minute=key.last_error_at,
+            failing=key.last_error_message is not None and key.last_error_at is not None and (
+                key.last_tick_at is None or key.last_error_at >= key.last_tick_at)))
     return out
 
 

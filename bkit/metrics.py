@@ -14,7 +14,7 @@ worker did the work and survive restarts. Per key (labels `strategy`, `exchange`
 - `bkit_key_ticks_skipped_total`: minutes between the key's first and last completed tick with
   no completed tick (worker outage, failure, beat drift, time spent disabled);
 - `bkit_key_errors_total`, `bkit_key_last_error_timestamp_seconds`: error events of the key
-  and when the newest was written (wall time);
+  and the minute of the newest (market time, like the last tick);
 - `bkit_key_open_positions`: positions open on the key (opening, opened, closing).
 
 Global: `bkit_up` (the database answered), `bkit_halted`, `bkit_live_signals{state}`,

@@ -67,7 +67,7 @@ from bkit.exchange.errors import DefinitiveExchangeError, ExchangeError, Transie
 from bkit.faults import crash_point
 from bkit.store import signal_rows
 from bkit.store.engine import session_scope
-from bkit.store.event_log import event_as_dict, notice_event
+from bkit.store.event_log import count_errors, event_as_dict, notice_event
 from bkit.store.keys import is_halted
 from bkit.store.outcomes import store_outcome
 from bkit.store.tables import OrderIntent, StrategySymbol
@@ -654,6 +654,7 @@ def _notice(env: OrdersEnv, intent: OrderIntent, notice: Notice) -> None:
                               when=floor_to_minute(env.clock.now()), origin=env.origin)
         session.add(record)
         session.flush()
+        count_errors(session, [record])
         dispatched = event_as_dict(record)
     events.dispatch([dispatched])
 

@@ -342,7 +342,7 @@ def _fail(env: TickEnv, claim: Claim, when: datetime, message: str,
         with session_scope(env.engine) as session:
             session.add(record)
             session.flush()
-            count_errors(session, [record], datetime.now(UTC), failed_tick=True)
+            count_errors(session, [record], failed_tick=True)
             dispatched = event_as_dict(record)
         release_claim(env.engine, claim)
         events.dispatch([dispatched])
@@ -524,7 +524,7 @@ def record_notices(env: TickEnv, key_id: int | None, ctx: KeyContext, when: date
         with session_scope(env.engine) as session:
             session.add_all(records)
             session.flush()
-            count_errors(session, records, datetime.now(UTC))
+            count_errors(session, records)
             return [event_as_dict(r) for r in records]
     except Exception:
         log.exception("could not record %d notices", len(notices))

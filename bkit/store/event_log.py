@@ -34,10 +34,11 @@ def notice_event(key_id: int | None, notice: Notice, *, symbol: str | None,
                        created_at=when, payload=data)
 
 
-def count_errors(session: Session, records: Sequence[EventRecord], now: datetime, *,
+def count_errors(session: Session, records: Sequence[EventRecord], *,
                  failed_tick: bool = False) -> None:
     """Add `records`' error events to their keys' counters (SPEC §13: metrics and status read
-    the key row, never a count over the log). `now`: wall time of the newest error."""
+    the key row, never a count over the log); `last_error_at` is the newest error's minute
+    (market time, like `last_tick_at`, so "failing" compares the two)."""
     per_key: dict[int, list[EventRecord]] = {}
     for record in records:
         if record.kind == "error" and record.key_id is not None:
@@ -45,7 +46,8 @@ def count_errors(session: Session, records: Sequence[EventRecord], now: datetime
     for key_id, errors in per_key.items():
         column = StrategySymbol.__table__.c  # type: ignore[attr-defined]
         values: dict[str, object] = {
-            "errors_total": column.errors_total + len(errors), "last_error_at": now,
+            "errors_total": column.errors_total + len(errors),
+            "last_error_at": max(e.created_at for e in errors),
             "last_error_message": errors[-1].message[:500]}
         if failed_tick:
             values["ticks_failed"] = column.ticks_failed + 1

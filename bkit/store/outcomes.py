@@ -62,6 +62,16 @@ def _apply_slot(session: Session, key: StrategySymbol, row: SignalRow, change: s
                                                RiskSlot.signal_id == row.id))
 
 
+def _count_close(key: StrategySymbol, row: SignalRow) -> None:
+    """A trade closed: add it to the key's closed-trade totals (SPEC §13)."""
+    pnl = row.pnl_percentage or 0.0
+    key.closed_total = (key.closed_total or 0) + 1
+    key.closed_wins = (key.closed_wins or 0) + (1 if pnl > 0 else 0)
+    key.closed_pnl_total = (key.closed_pnl_total or 0.0) + pnl
+    if row.realised_pnl_cost is not None:
+        key.closed_realised_total = (key.closed_realised_total or 0.0) + row.realised_pnl_cost
+
+
 def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: TickOutcome,
                   when: datetime, now: datetime, origin: str, *,
                   duration_ms: float | None = None, order_amount: float | None = None,
@@ -72,6 +82,9 @@ def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: T
     the caller's flush (a batch flushes once, so its inserts go out together)."""
     assert key.id is not None
     row = outcome.signal
+    if row is not None and row.state == "closed" and not (
+            record is not None and record.signal_id == row.id and record.state == "closed"):
+        _count_close(key, row)
     if row is not None:
         if record is not None and record.signal_id == row.id:
             signal_rows.apply_to_record(record, row, now)
@@ -101,7 +114,7 @@ def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: T
     errors = [n for n in notices if n.kind == "error"]
     if errors:  # the key row is locked and loaded: count on it, no extra statement
         key.errors_total = (key.errors_total or 0) + len(errors)
-        key.last_error_at, key.last_error_message = now, errors[-1].message[:500]
+        key.last_error_at, key.last_error_message = when, errors[-1].message[:500]
     # Only transitions stay in the event log (SPEC §13); an idle / active / waiting result
     # is still returned, for this process's listeners, but not kept as a row.
     kept = [result] if outcome.result.action in TRANSITIONS else []

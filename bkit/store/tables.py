@@ -63,6 +63,11 @@ class StrategySymbol(SQLModel, table=True):
     last_action: str | None = Field(default=None, max_length=16)
     last_price: float | None = None
     last_error_message: str | None = None
+    # Closed-trade totals (updated when a trade closes), for `bkit status` and the dashboard.
+    closed_total: int = 0
+    closed_wins: int = 0
+    closed_pnl_total: float = 0.0  # sum of pnl_percentage, %
+    closed_realised_total: float | None = None  # sum of realised_pnl_cost (broker mode), quote
 
 
 class SignalRecord(SQLModel, table=True):

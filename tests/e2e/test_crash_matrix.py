@@ -18,14 +18,14 @@ from urllib.parse import urlsplit
 
 import psutil
 import pytest
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import func, select
 
 from bkit.clock import clock_from_settings
 from bkit.faults import fired
 from bkit.store.engine import dispose_all, get_engine, session_scope
 from bkit.store.keys import ensure_key
 from bkit.store.migrations import upgrade
-from bkit.store.tables import EventRecord, OrderIntent
+from bkit.store.tables import EventRecord, OrderIntent, TickHistoryRecord
 from bkit.testing import read_candles_csv
 from bkit.testing.invariants import check_invariants
 from bkit.testing.ledger import venue_problems
@@ -159,13 +159,10 @@ def test_two_beats_at_once_tick_each_minute_once(
     runtime.start_worker(*WORKER, "-s", str(runtime.home / "beat2"))
     _settle_and_check(runtime, fake, 0)
     with session_scope(get_engine()) as session:
-        # A tick's result event carries its duration; the orders worker's events (fills,
-        # the protective stop's placement or refusal) do not and may share the minute.
-        per_minute = session.execute(select(EventRecord.key_id, EventRecord.created_at,
-                                            func.count()).where(
-            EventRecord.kind == "signal",
-            cast(EventRecord.payload, String).like('%"duration_ms"%'))
-            .group_by(EventRecord.key_id, EventRecord.created_at)
+        # One compact tick-history row per completed tick (the orders worker writes none).
+        per_minute = session.execute(select(TickHistoryRecord.key_id, TickHistoryRecord.minute,
+                                            func.count())
+            .group_by(TickHistoryRecord.key_id, TickHistoryRecord.minute)
             .having(func.count() > 1)).all()
     assert per_minute == []  # two beats, yet no key ticked twice in a minute
 

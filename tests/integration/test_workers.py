@@ -20,7 +20,7 @@ from bkit.live import Live
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.keys import ensure_key, set_status
 from bkit.store.migrations import upgrade
-from bkit.store.tables import EventRecord, SignalRecord, StrategySymbol
+from bkit.store.tables import EventRecord, SignalRecord, StrategySymbol, TickHistoryRecord
 from bkit.ticking import bucket_of
 from tests.integration.conftest import Runtime, wait_until
 
@@ -38,6 +38,13 @@ def _signal_events(key_id: int) -> list[EventRecord]:
         return list(session.execute(select(EventRecord).where(
             EventRecord.key_id == key_id, EventRecord.kind == "signal")
             .order_by(EventRecord.id)).scalars())
+
+
+def _ticks(key_id: int) -> list[TickHistoryRecord]:
+    """The key's completed ticks (compact tick history, SPEC §13)."""
+    with session_scope(get_engine()) as session:
+        return list(session.execute(select(TickHistoryRecord).where(
+            TickHistoryRecord.key_id == key_id).order_by(TickHistoryRecord.id)).scalars())
 
 
 def _key(key_id: int) -> StrategySymbol:
@@ -69,8 +76,8 @@ def test_each_key_ticks_once_per_minute_despite_two_beats_and_redelivery(
     assert clock_from_settings().now().minute == 0, "test must finish inside one minute"
     for key_id in key_ids:
         events = _signal_events(key_id)
-        assert len(events) == 1, f"key {key_id} ticked {len(events)} times"
-        assert events[0].action == "opened"
+        assert len(_ticks(key_id)) == 1, f"key {key_id} ticked {len(_ticks(key_id))} times"
+        assert [e.action for e in events] == ["opened"]
     with session_scope(engine) as session:
         assert session.execute(select(func.count()).select_from(SignalRecord)).scalar_one() \
             == len(key_ids)
@@ -181,12 +188,12 @@ def test_a_disabled_key_stops_ticking_on_the_next_fanout(
     keep = ensure_key(engine, "it-slow-none", "paper", "XRP/ETH")
     off = ensure_key(engine, "it-slow-none", "paper", "OTHER/ETH")
     runtime.start_worker("-B", "-s", str(runtime.home / "beat-schedule"))
-    wait_until(lambda: _signal_events(off) and _signal_events(keep), 30, message="ticks")
+    wait_until(lambda: _ticks(off) and _ticks(keep), 30, message="ticks")
     set_status(engine, [off], "disabled", actor="test")
     time.sleep(1.5)  # a fan-out already in flight may still tick it once
-    frozen = len(_signal_events(off))
-    kept = len(_signal_events(keep))
+    frozen = len(_ticks(off))
+    kept = len(_ticks(keep))
     # the enabled key goes on ticking (two more fan-outs, however slow the machine) while
     # the disabled one does not move at all over the same time
-    wait_until(lambda: len(_signal_events(keep)) >= kept + 2, 30, message="keep ticks on")
-    assert len(_signal_events(off)) == frozen
+    wait_until(lambda: len(_ticks(keep)) >= kept + 2, 30, message="keep ticks on")
+    assert len(_ticks(off)) == frozen

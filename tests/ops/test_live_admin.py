@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bkit.store.engine import session_scope
-from bkit.store.tables import EventRecord
+from bkit.store.tables import StrategySymbol, TickHistoryRecord
 from tests.ops.conftest import REPO, OpsEnv, stop_process, wait_until
 from tests.ops.strategies_ops import EXCHANGE, START, STRATEGY
 
@@ -24,16 +24,18 @@ XRP, BTC = "XRP/ETH", "UNITTEST/BTC"
 
 
 def ticks(ops: OpsEnv, symbol: str, after_id: int = 0) -> int:
-    """Completed ticks of the key (one `signal` event each) after event id `after_id`."""
+    """Completed ticks of the key (one compact tick-history row each) after row `after_id`."""
     with session_scope(ops.engine) as session:
-        return int(session.execute(select(func.count()).select_from(EventRecord).where(
-            EventRecord.kind == "signal", EventRecord.symbol == symbol,
-            EventRecord.id > after_id)).scalar_one())  # type: ignore[operator]
+        return int(session.execute(select(func.count()).select_from(TickHistoryRecord).join(
+            StrategySymbol, StrategySymbol.id == TickHistoryRecord.key_id).where(
+            StrategySymbol.symbol == symbol,
+            TickHistoryRecord.id > after_id)).scalar_one())  # type: ignore[operator]
 
 
 def last_event_id(ops: OpsEnv) -> int:
+    """The newest tick-history row: ticks after it are ticks after now."""
     with session_scope(ops.engine) as session:
-        return int(session.execute(select(func.max(EventRecord.id))).scalar() or 0)
+        return int(session.execute(select(func.max(TickHistoryRecord.id))).scalar() or 0)
 
 
 @pytest.fixture

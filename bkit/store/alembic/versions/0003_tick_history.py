@@ -77,6 +77,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("last_action", sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column("last_price", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("last_error_message", sa.String(), nullable=True))
+        for name in ("closed_total", "closed_wins"):
+            batch_op.add_column(sa.Column(name, sa.Integer(), nullable=False,
+                                          server_default="0"))
+        batch_op.add_column(sa.Column("closed_pnl_total", sa.Float(), nullable=False,
+                                      server_default="0"))
+        batch_op.add_column(sa.Column("closed_realised_total", sa.Float(), nullable=True))
     _move_history(op.get_bind())
 
 
@@ -111,6 +117,7 @@ def _move_history(conn: sa.Connection) -> None:
     keys = [row[0] for row in conn.execute(sa.select(key.c.id))]
     for key_id in keys:
         _key_counters(conn, event, key, key_id)
+    _trade_totals(conn, meta, key)
     newest = _as_utc(conn.execute(sa.select(sa.func.max(event.c.created_at)).where(
         event.c.kind == "signal")).scalar())
     if newest is None:
@@ -166,10 +173,25 @@ def _key_counters(conn: sa.Connection, event: sa.Table, key: sa.Table, key_id: i
         last_error_message=message))
 
 
+def _trade_totals(conn: sa.Connection, meta: sa.MetaData, key: sa.Table) -> None:
+    signal = sa.Table("signal", meta, autoload_with=conn)
+    pnl = signal.c.pnl_percentage
+    totals = conn.execute(sa.select(
+        signal.c.key_id, sa.func.count(), sa.func.sum(sa.case((pnl > 0, 1), else_=0)),
+        sa.func.coalesce(sa.func.sum(pnl), 0.0), sa.func.sum(signal.c.realised_pnl_cost))
+        .where(signal.c.state == "closed").group_by(signal.c.key_id)).all()
+    for key_id, count, wins, total, realised in totals:
+        conn.execute(sa.update(key).where(key.c.id == key_id).values(
+            closed_total=int(count), closed_wins=int(wins or 0),
+            closed_pnl_total=float(total or 0.0),
+            closed_realised_total=None if realised is None else float(realised)))
+
+
 def downgrade() -> None:
     with op.batch_alter_table("strategy_symbol", schema=None) as batch_op:
-        for name in ("last_error_message", "last_price", "last_action", "first_tick_at",
-                     "errors_total", "ticks_failed", "ticks_total"):
+        for name in ("closed_realised_total", "closed_pnl_total", "closed_wins",
+                     "closed_total", "last_error_message", "last_price", "last_action",
+                     "first_tick_at", "errors_total", "ticks_failed", "ticks_total"):
             batch_op.drop_column(name)
     op.drop_table("tick_history")
     op.drop_table("tick_feed")

@@ -1,0 +1,361 @@
+"""History does not grow the cost (SPEC §13): the same reads and ticks on a fresh database and
+on one holding 30 days × 1,000 keys of history, on PostgreSQL, in one process.
+
+    .venv/bin/python bench/history.py [--keys 1000] [--days 30] [--trades-per-day 6]
+
+1. *fresh*: a new database, the keys, `--minutes` minutes ticked through the project's own
+   write path (`run_ticks`, batches of 20 keys as the workers do). Its growth per tick is the
+   "bytes per tick" figure (nothing pruned: the worst case).
+2. *aged*: a new database, the same keys, then a bulk load of the rows those days would have
+   left (copied from the fresh run's real rows): every trade as a closed `signal` row with its
+   opened / closed events, a few error events, the key counters, and `BKIT_TICK_HISTORY_DAYS`
+   + 1 days of compact tick rows (the extra day is what the pruning task deletes while the
+   aged ticks run). Then the same minutes are ticked, with the pruning task running beside them.
+
+For each: the Prometheus scrape, `bkit status` (`key_statuses`), `Live.get_data` of one key
+(median of 7) and ticks per second; beside them the floors of the same run: one `SELECT 1`
+round trip and reading every key row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.harness import create_database, drop_database  # noqa: E402
+
+START = datetime(2019, 10, 11, 6, 0, tzinfo=UTC)  # inside the shipped XRP/ETH candles
+STRATEGY = "hist-bench"
+SIZE_STRATEGY = "hist-size"
+
+
+def _strategy(symbol: str, when: datetime, price: float) -> dict | None:
+    """Long on one key in three, so ticks mix idle, opened, active and closed."""
+    if int(symbol[1:6]) % 3:
+        return None
+    return {"position": "long", "price_take_profit": price * 1.01,
+            "price_stop_loss": price * 0.99, "minute_estimated_time": 5, "cost": 100.0}
+
+
+def _trading_strategy(symbol: str, when: datetime, price: float) -> dict | None:
+    """A 15m strategy of the usual shape, in the market on every key: TP / SL 1 % away,
+    120-minute limit (what the bytes-per-tick figure is measured with)."""
+    return {"position": "long" if int(symbol[1:6]) % 2 else "short",
+            "price_take_profit": price * (1.01 if int(symbol[1:6]) % 2 else 0.99),
+            "price_stop_loss": price * (0.99 if int(symbol[1:6]) % 2 else 1.01),
+            "minute_estimated_time": 120, "cost": 100.0}
+
+
+def _point_at(db_url: str) -> None:
+    os.environ["BKIT_DATABASE_URL"] = db_url
+    os.environ["BKIT_HOME"] = f"/tmp/bkit-history-bench-{os.getpid()}"
+    from bkit.settings import reset_settings
+    from bkit.store.engine import dispose_all
+    from bkit.store.tick_history import forget_presence_cache
+
+    reset_settings()
+    dispose_all()
+    forget_presence_cache()
+
+
+def _setup(prefix: str, n_keys: int, strategy: str = STRATEGY) -> tuple[str, Any, list[int]]:
+    from sqlalchemy import insert, select
+
+    from bkit.store.engine import get_engine
+    from bkit.store.migrations import upgrade
+    from bkit.store.tables import StrategySymbol
+
+    name, url = create_database(prefix)
+    _point_at(url)
+    engine = get_engine()
+    upgrade(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(StrategySymbol), [
+            {"strategy_name": strategy, "exchange_name": "paper", "symbol": f"S{i:05d}/ETH",
+             "status": "enabled", "last_bucket": -1, "lease_version": 0, "created_at": now,
+             "updated_at": now} for i in range(n_keys)])
+        ids = list(conn.execute(select(StrategySymbol.id).order_by(StrategySymbol.id))
+                   .scalars())
+    return name, engine, ids
+
+
+def _tick(engine: Any, ids: list[int], first: datetime, minutes: int) -> tuple[int, float]:
+    """Tick every key for `minutes` minutes from `first`; (ticks, wall seconds)."""
+    from bkit.clock import ManualClock
+    from bkit.ticking import TickEnv, bucket_of, run_ticks
+
+    clock = ManualClock(first)
+    env = TickEnv(engine=engine, clock=clock)
+    done, started = 0, time.perf_counter()
+    for minute in range(minutes):
+        when = first + timedelta(minutes=minute)
+        clock.current = when + timedelta(seconds=1)
+        for i in range(0, len(ids), 20):
+            out = run_ticks(env, ids[i:i + 20], bucket_of(when))
+            done += sum(r is not None for r in out.results.values())
+    return done, time.perf_counter() - started
+
+
+def _sizes(engine: Any) -> dict[str, int]:
+    """Bytes on disk per table, its indexes and TOAST included."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return {name: int(size) for name, size in conn.execute(text(
+            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN "
+            "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+            "AND c.relkind = 'r'"))}
+
+
+def _count(engine: Any, sql: str) -> int:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return int(conn.execute(text(sql)).scalar() or 0)
+
+
+def _median_ms(fn: Any, repeats: int = 7) -> float:
+    fn()  # warm
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def _reads(engine: Any, key_symbol: str) -> dict[str, float]:
+    from prometheus_client import generate_latest
+    from sqlalchemy import text
+
+    from bkit.live import Live
+    from bkit.metrics import make_registry
+
+    try:
+        from bkit.ops.admin import key_statuses
+    except ImportError:  # before the operator tooling moved under bkit/ops
+        from bkit.admin import key_statuses  # type: ignore[no-redef]
+    registry = make_registry(lambda: engine)
+
+    def select_one() -> None:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1")).scalar()
+
+    def key_rows() -> None:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT * FROM strategy_symbol")).all()
+
+    return {"scrape": _median_ms(lambda: generate_latest(registry)),
+            "status": _median_ms(lambda: key_statuses(engine=engine)),
+            "get_data": _median_ms(lambda: Live.get_data(key_symbol, STRATEGY, "paper")),
+            "floor_select1": _median_ms(select_one),
+            "floor_key_rows": _median_ms(key_rows)}
+
+
+def _copy(engine: Any, table: str, columns: list[str], rows: Any) -> int:
+    """COPY rows (tuples) into `table`; returns how many."""
+    raw = engine.raw_connection()
+    count = 0
+    try:
+        cursor = raw.cursor()
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+        raw.commit()
+    finally:
+        raw.close()
+    return count
+
+
+def _templates(engine: Any) -> tuple[dict, dict, dict, dict]:
+    """A real closed trade of the fresh run: its signal row and opened / closed events, and
+    a real error event (made here if the run had none)."""
+    from sqlalchemy import select
+
+    from bkit.store.tables import EventRecord, SignalRecord
+
+    with engine.connect() as conn:
+        signal = conn.execute(select(SignalRecord.__table__).where(  # type: ignore[attr-defined]
+            SignalRecord.state == "closed").limit(1)).mappings().first()
+        if signal is None:
+            raise SystemExit("the fresh run closed no trade: tick more minutes (--minutes)")
+        events = {row["action"]: dict(row) for row in conn.execute(
+            select(EventRecord.__table__).where(  # type: ignore[attr-defined]
+                EventRecord.key_id == signal["key_id"], EventRecord.kind == "signal",
+                EventRecord.signal_id == signal["signal_id"])).mappings()}
+    error = {"kind": "error", "action": None, "message": "paper XRP/ETH: no closed candles "
+             "to price from", "payload": '{"stage":"tick"}'}
+    return dict(signal), events["opened"], events["closed"], error
+
+
+def _age(engine: Any, ids: list[int], templates: tuple[dict, dict, dict, dict], days: int,
+         trades_per_day: int, keep_days: int) -> dict[str, int]:
+    """Bulk-load what `days` days of the write path leave behind, ending at START."""
+    import json
+
+    from sqlalchemy import text, update
+
+    from bkit.store.tables import StrategySymbol
+    from bkit.store.tick_history import ACTION_CODES
+
+    signal, opened, closed, error = templates
+    first = START - timedelta(days=days)
+    step = timedelta(days=1) / trades_per_day
+    sig_cols = [c for c in signal if c != "id"]
+    ev_cols = ["key_id", "kind", "action", "symbol", "strategy_name", "exchange_name",
+               "signal_id", "message", "origin", "created_at", "payload"]
+
+    def as_text(value: Any) -> Any:
+        return json.dumps(value) if isinstance(value, dict | list) else value
+
+    def trades() -> Any:
+        for key_id in ids:
+            for n in range(days * trades_per_day):
+                row = dict(signal, key_id=key_id, signal_id=f"aged-{n}",
+                           created_at=first + n * step, pending_at=first + n * step,
+                           closed_at=first + n * step + timedelta(minutes=30))
+                yield tuple(as_text(row[c]) for c in sig_cols)
+
+    def events() -> Any:
+        for key_id in ids:
+            for n in range(days * trades_per_day):
+                at = first + n * step
+                for template, moment in ((opened, at), (closed, at + timedelta(minutes=30))):
+                    row = dict(template, key_id=key_id, signal_id=f"aged-{n}",
+                               created_at=moment)
+                    yield tuple(as_text(row[c]) for c in ev_cols)
+            for n in range(days):  # an error a day
+                yield (key_id, error["kind"], None, "S/ETH", STRATEGY, "paper", None,
+                       error["message"], "bench", first + timedelta(days=n), error["payload"])
+
+    def ticks() -> Any:
+        since = int((START - timedelta(days=keep_days + 1)).timestamp() // 60)
+        end = int(START.timestamp() // 60)
+        codes = (ACTION_CODES["idle"], ACTION_CODES["active"])
+        for minute in range(since, end):
+            for key_id in ids:
+                yield (key_id, minute, codes[key_id % 2], 0.0014 + (minute % 97) * 1e-7,
+                       None, 3.0)
+
+    loaded = {"signal": _copy(engine, '"signal"', sig_cols, trades()),
+              "event": _copy(engine, "event", ev_cols, events()),
+              "tick_history": _copy(engine, "tick_history", [
+                  "key_id", "minute", "action", "price", "pnl", "duration_ms"], ticks())}
+    minutes = days * 1440
+    with engine.begin() as conn:
+        conn.execute(update(StrategySymbol).values(
+            ticks_total=minutes, first_tick_at=first, errors_total=days, ticks_failed=days,
+            closed_total=days * trades_per_day,
+            closed_wins=days * trades_per_day // 2,
+            closed_pnl_total=(signal["pnl_percentage"] or 0.0) * days * trades_per_day,
+            last_error_message=error["message"], last_error_at=first,
+            last_tick_at=START - timedelta(minutes=1)))
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
+    return loaded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--trades-per-day", type=int, default=6)
+    parser.add_argument("--minutes", type=int, default=10, help="minutes ticked per phase")
+    parser.add_argument("--size-keys", type=int, default=50)
+    parser.add_argument("--size-minutes", type=int, default=600,
+                        help="minutes ticked for the bytes-per-tick figure")
+    args = parser.parse_args()
+
+    from bkit.core.registry import add_strategy
+    from bkit.exchange.paper import add_paper_exchange
+    from bkit.settings import get_settings
+
+    add_paper_exchange("paper")
+    add_strategy(STRATEGY, _strategy, interval="5m")
+    keep_days = int(get_settings().tick_history_days)
+
+    add_strategy(SIZE_STRATEGY, _trading_strategy, interval="15m")
+    size_db, engine, ids = _setup("bkit_hist_size", args.size_keys, SIZE_STRATEGY)
+    try:
+        before = _sizes(engine)
+        size_ticks, _ = _tick(engine, ids, START, args.size_minutes)
+        after = _sizes(engine)
+        trades = _count(engine, "SELECT count(*) FROM signal WHERE state = 'closed'")
+    finally:
+        drop_database(size_db)
+    grown = {t: after.get(t, 0) - before.get(t, 0) for t in after}
+    kept_history = grown.get("tick_history", 0)
+    # The key rows are rewritten in place each tick: their size (dead versions until vacuum
+    # included) is bounded by the number of keys, not by the ticks made.
+    key_rows = grown.pop("strategy_symbol", 0)
+    permanent = sum(grown.values()) - kept_history
+
+    fresh_db, engine, ids = _setup("bkit_hist_fresh", args.keys)
+    aged_db = None
+    try:
+        made, seconds = _tick(engine, ids, START, args.minutes)
+        fresh = _reads(engine, "S00000/ETH") | {"ticks_per_s": made / seconds}
+        templates = _templates(engine)
+        drop_database(fresh_db)
+        fresh_db = None
+
+        aged_db, engine, ids = _setup("bkit_hist_aged", args.keys)
+        t0 = time.perf_counter()
+        loaded = _age(engine, ids, templates, args.days, args.trades_per_day, keep_days)
+        load_s = time.perf_counter() - t0
+        from bkit.store.tick_history import prune
+
+        pruned: list[Any] = []
+        pruner = threading.Thread(target=lambda: pruned.append(
+            prune(engine, START, keep_days, max_batches=10_000)))
+        pruner.start()
+        aged_made, aged_seconds = _tick(engine, ids, START, args.minutes)
+        pruner.join()
+        aged = _reads(engine, "S00000/ETH") | {"ticks_per_s": aged_made / aged_seconds}
+    finally:
+        for name in (fresh_db, aged_db):
+            if name:
+                drop_database(name)
+
+    print(f"history bench: {args.keys} keys, PostgreSQL, one process; aged = {args.days} days "
+          f"({args.keys * args.days * 1440:,} ticks made): {loaded['signal']:,} closed trades, "
+          f"{loaded['event']:,} events, {loaded['tick_history']:,} compact tick rows "
+          f"loaded in {load_s:.0f} s")
+    print(f"pruning beside the aged ticks: {pruned[0].history_rows:,} rows in "
+          f"{pruned[0].batches} batches")
+    print(f"{'':24}{'fresh':>10}{'aged':>10}{'aged/fresh':>12}")
+    for name, label in (("scrape", "metrics scrape (ms)"), ("status", "bkit status (ms)"),
+                        ("get_data", "Live.get_data (ms)"), ("ticks_per_s", "ticks/s")):
+        print(f"{label:24}{fresh[name]:10.1f}{aged[name]:10.1f}{aged[name] / fresh[name]:12.2f}")
+    print(f"{'floor: SELECT 1 (ms)':24}{fresh['floor_select1']:10.2f}{aged['floor_select1']:10.2f}")
+    print(f"{'floor: key rows (ms)':24}{fresh['floor_key_rows']:10.2f}"
+          f"{aged['floor_key_rows']:10.2f}")
+    run_days = args.days
+    amortised = (permanent + kept_history * min(1.0, keep_days / run_days)) / size_ticks
+    print(f"bytes stored per tick ({args.size_keys} keys x {args.size_minutes} min = "
+          f"{size_ticks:,} ticks through the write path, {trades} trades closed, indexes "
+          f"included): kept for ever {permanent / size_ticks:.0f} (trades, transitions, "
+          f"milestones), compact tick history {kept_history / size_ticks:.0f} while kept")
+    print(f"  amortised over a {run_days}-day run with BKIT_TICK_HISTORY_DAYS={keep_days}: "
+          f"{amortised:.0f} bytes per tick (goal <= 150); with nothing ever pruned: "
+          f"{(permanent + kept_history) / size_ticks:.0f}")
+    print(f"  key rows (bounded by keys, rewritten in place): {key_rows / args.size_keys:,.0f} "
+          f"bytes per key after {args.size_minutes} minutes")
+    print("  by table: " + ", ".join(f"{t} {b / size_ticks:.0f}" for t, b in
+                                     sorted(grown.items(), key=lambda kv: -kv[1]) if b))
+
+
+if __name__ == "__main__":
+    main()
