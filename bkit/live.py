@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bkit.backtest import commands as backtest_commands
 from bkit.broker.registry import broker_for
 from bkit.clock import SystemClock
 from bkit.core.errors import BkitError
@@ -206,10 +207,18 @@ class LiveApi:
 
     def command_status(self, command_id: int) -> tuple[str, str | None]:
         """(pending | accepted | refused, the message) of a position command."""
+        in_backtest = backtest_commands.status(command_id)
+        if in_backtest is not None:
+            return in_backtest
         return command_status(self._engine(), command_id)
 
     def _commit(self, symbol: str, strategy_name: str, exchange_name: str, name: str,
                 value: float | None, actor: str = "Live") -> int:
+        # Called from a callback of a backtest running on this thread: the command goes to
+        # the backtest's key (applied at its next minute), never to the database (SPEC §12).
+        routed = backtest_commands.route(symbol, strategy_name, exchange_name, name, value)
+        if routed is not None:
+            return routed
         key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
         return queue_command(self._engine(), key_id, name, value, actor=actor)
 

@@ -17,14 +17,14 @@ import math
 from datetime import datetime
 
 from sqlalchemy import Engine, select
+from sqlmodel import col
 
 from bkit.broker.base import OrderBroker
 from bkit.core.candles import parse_candles
 from bkit.core.config import Config
-from bkit.core.machine import SIGNAL_INTERVAL_MINUTES, KeyContext, Sizer
+from bkit.core.machine import SIGNAL_INTERVAL_MINUTES, KeyContext
 from bkit.core.orders import quote_of
 from bkit.core.registry import ExchangeSchema
-from bkit.core.signals import ValidSignal
 from bkit.core.sizing import (
     SizingInputs,
     SizingSchema,
@@ -32,7 +32,7 @@ from bkit.core.sizing import (
     needs_atr,
     needs_balance,
     needs_history,
-    size_entry,
+    notional_balance,
     window_atr,
 )
 from bkit.store.engine import session_scope
@@ -41,21 +41,6 @@ from bkit.store.tables import SignalRecord, StrategySymbol
 #: Why a signals-only key cannot size without the notional balance.
 NO_NOTIONAL_BALANCE = ("signals only (no broker): no account to read; set CC_SIZING_BALANCE "
                        "to the notional account's starting balance (quote currency)")
-
-
-def sizer_for(sizing: SizingSchema, inputs: SizingInputs) -> Sizer:
-    """The machine's sizer over inputs read beforehand (pure from here on)."""
-    def size(valid: ValidSignal) -> float | str:
-        return size_entry(sizing, inputs, valid.price_open, valid.price_stop_loss)
-    return size
-
-
-def notional_balance(start: float, realised_costs: list[float]) -> float | str:
-    """The signals-only / backtest account: `start` plus the realised `pnl_cost` of the
-    closed trades (quote currency, exact sum), or why there is none (`start` not set)."""
-    if not start > 0:
-        return NO_NOTIONAL_BALANCE
-    return start + math.fsum(realised_costs)
 
 
 def live_inputs(engine: Engine, sizing: SizingSchema, key_id: int, ctx: KeyContext,
@@ -85,7 +70,8 @@ def _balance(engine: Engine, ctx: KeyContext, broker: OrderBroker | None, config
              ) -> tuple[float | None, str | None]:
     if broker is None:
         found = notional_balance(config.CC_SIZING_BALANCE,
-                                 realised_costs(engine, ctx.strategy_name, ctx.exchange_name))
+                                 realised_costs(engine, ctx.strategy_name, ctx.exchange_name),
+                                 NO_NOTIONAL_BALANCE)
         return (None, found) if isinstance(found, str) else (found, None)
     quote = quote_of(ctx.symbol)
     try:
@@ -101,19 +87,20 @@ def _balance(engine: Engine, ctx: KeyContext, broker: OrderBroker | None, config
 def realised_costs(engine: Engine, strategy_name: str, exchange_name: str) -> list[float]:
     """`pnl_cost` (quote currency) of every closed trade of the strategy on the exchange."""
     with session_scope(engine) as session:
-        keys = select(StrategySymbol.id).where(StrategySymbol.strategy_name == strategy_name,
-                                               StrategySymbol.exchange_name == exchange_name)
-        rows = session.execute(select(SignalRecord.pnl_cost).where(
-            SignalRecord.key_id.in_(keys), SignalRecord.state == "closed")).scalars()  # type: ignore[attr-defined]
+        keys = select(col(StrategySymbol.id)).where(
+            StrategySymbol.strategy_name == strategy_name,
+            StrategySymbol.exchange_name == exchange_name)
+        rows = session.execute(select(col(SignalRecord.pnl_cost)).where(
+            col(SignalRecord.key_id).in_(keys), SignalRecord.state == "closed")).scalars()
         return [float(v or 0.0) for v in rows]
 
 
 def key_history(engine: Engine, key_id: int) -> tuple[float, ...]:
     """The key's closed trades' PnL (%), oldest first (Kelly's W and R)."""
     with session_scope(engine) as session:
-        rows = session.execute(select(SignalRecord.pnl_percentage).where(
+        rows = session.execute(select(col(SignalRecord.pnl_percentage)).where(
             SignalRecord.key_id == key_id, SignalRecord.state == "closed")
-            .order_by(SignalRecord.closed_at, SignalRecord.id)).scalars()  # type: ignore[arg-type]
+            .order_by(col(SignalRecord.closed_at), col(SignalRecord.id))).scalars()
         return tuple(float(v or 0.0) for v in rows)
 
 

@@ -48,9 +48,10 @@ from bkit.core.registry import REGISTRY, Registry, RiskSchema, StrategySchema, g
 from bkit.core.results import CallbackCall, Notice, TickResult
 from bkit.core.risk import risk_verdict
 from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
+from bkit.core.sizing import entry_sizer
 from bkit.faults import crash_point
 from bkit.pricing import tick_price_and_touch
-from bkit.sizing_inputs import live_inputs, sizer_for
+from bkit.sizing_inputs import live_inputs
 from bkit.store import signal_rows
 from bkit.store.commands import mark_commands, pending_commands
 from bkit.store.engine import DatabaseUnavailableError, session_scope
@@ -193,7 +194,7 @@ def _prepare(env: TickEnv, claim: Claim, snap: _Snapshot, when: datetime) -> _Pr
         answer = _ask_strategy(strategy, key.symbol, when, price)
         if sizing is not None and answer.error is None and answer.raw is not None:
             # An entry may follow: read its sizing inputs now, outside the transaction.
-            sizer = sizer_for(sizing, live_inputs(env.engine, sizing, claim.key_id, ctx,
+            sizer = entry_sizer(sizing, live_inputs(env.engine, sizing, claim.key_id, ctx,
                                                   exchange, env.brokers(key.exchange_name),
                                                   config, when))
     return _Prepared(claim, key, strategy, risk, config, ctx, price, answer, snap.halted,

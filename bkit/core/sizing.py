@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
 from bkit.core.candles import Candle
 from bkit.core.errors import RegistrationError
+from bkit.core.signals import ValidSignal
 
 SizingMethod = Literal["fixed", "fixed_percentage", "kelly", "atr"]
 SIZING_METHODS: tuple[str, ...] = ("fixed", "fixed_percentage", "kelly", "atr")
@@ -311,6 +312,24 @@ def size_entry(sizing: SizingSchema, inputs: SizingInputs, price_open: float,
         return f"sizing {name!r}: no ATR: {inputs.atr_problem or 'unknown'}"
     return position_cost(sizing, inputs.balance, price_open, price_stop_loss,
                          closed_pnls=inputs.closed_pnls, atr=inputs.atr)
+
+
+def entry_sizer(sizing: SizingSchema, inputs: SizingInputs
+                ) -> Callable[[ValidSignal], float | str]:
+    """The state machine's sizer (`bkit.core.machine.Sizer`) over inputs read beforehand."""
+    def size(valid: ValidSignal) -> float | str:
+        return size_entry(sizing, inputs, valid.price_open, valid.price_stop_loss)
+    return size
+
+
+def notional_balance(start: float, realised_costs: Sequence[float], missing: str
+                     ) -> float | str:
+    """A notional account (signals only, backtests): `start` plus the realised `pnl_cost` of
+    the closed trades (quote currency, an exact sum whatever their order), or `missing`
+    when no starting balance is set (`start` ≤ 0)."""
+    if not (_is_number(start) and start > 0):
+        return missing
+    return start + math.fsum(realised_costs)
 
 
 def atr_candle_window(when: datetime, step_minutes: int, period: int) -> tuple[datetime, int]:
