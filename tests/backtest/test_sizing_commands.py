@@ -179,3 +179,16 @@ def test_backtest_commands_outside_or_for_another_key() -> None:
     refused = [e for e in errors if e["data"].get("stage") == "command"]
     assert refused and "trailing stop refused" in refused[0]["message"]  # −100 reaches the entry
     assert datetime.now(UTC) > run[0].created_at
+
+
+def test_sizing_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`examples/backtest_sizing.py`, the README's sizing example (on a fresh registry, so
+    `my_strategy` is imported afresh and registers its exchange again)."""
+    import runpy
+    import sys
+
+    from tests.backtest.conftest import REPO
+
+    monkeypatch.delitem(sys.modules, "my_strategy", raising=False)
+    data = runpy.run_path(str(REPO / "examples" / "backtest_sizing.py"))["main"]()
+    assert data["total_closed"] >= 1
