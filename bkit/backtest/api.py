@@ -17,13 +17,14 @@ from bkit.backtest import listeners
 from bkit.backtest.frames import FrameSchema
 from bkit.backtest.results import BacktestResult
 from bkit.backtest.runner import BacktestRun, plan_backtest
+from bkit.commit_api import PositionCommandsApi
 from bkit.core.registry import get_config
 from bkit.core.results import TickResult
 
 ResultKey = tuple[str, str, str, str]
 
 
-class BacktestApi:
+class BacktestApi(PositionCommandsApi):
     """Singleton behind `bkit.Backtest`."""
 
     def __init__(self) -> None:
@@ -112,39 +113,10 @@ class BacktestApi:
         cancel.thread = thread  # type: ignore[attr-defined]  # tests join it
         return cancel
 
-    # --- position commands from callbacks (SPEC §11): applied at the key's next minute ----
-    def commit_partial_profit(self, symbol: str, strategy_name: str, exchange_name: str,
-                              percent: float) -> int:
-        """Close `percent` (0 < p ≤ 100) of the remaining cost basis in profit, at the key's
-        next minute. Like every `commit_*` here: only from inside a running backtest (a
-        strategy callback); `Live.commit_*` called there does the same, so a strategy runs
-        unchanged live and in a backtest. Returns the command id (`command_status`)."""
-        return self._commit(symbol, strategy_name, exchange_name, "partial_profit", percent)
-
-    def commit_partial_loss(self, symbol: str, strategy_name: str, exchange_name: str,
-                            percent: float) -> int:
-        """Close `percent` of the remaining cost basis at a loss."""
-        return self._commit(symbol, strategy_name, exchange_name, "partial_loss", percent)
-
-    def commit_trailing_stop(self, symbol: str, strategy_name: str, exchange_name: str,
-                             shift: float) -> int:
-        """Move the SL by `shift` percentage points of the original distance (−: tighter)."""
-        return self._commit(symbol, strategy_name, exchange_name, "trailing_stop", shift)
-
-    def commit_trailing_take(self, symbol: str, strategy_name: str, exchange_name: str,
-                             shift: float) -> int:
-        """Move the TP by `shift` percentage points (later calls only more conservative)."""
-        return self._commit(symbol, strategy_name, exchange_name, "trailing_take", shift)
-
-    def commit_breakeven(self, symbol: str, strategy_name: str, exchange_name: str) -> int:
-        """Move the SL to the effective entry once breakeven is reached."""
-        return self._commit(symbol, strategy_name, exchange_name, "breakeven", None)
-
-    def commit_average_buy(self, symbol: str, strategy_name: str, exchange_name: str,
-                           cost: float | None = None) -> int:
-        """Add an entry (DCA) of `cost` (quote currency; default CC_POSITION_ENTRY_COST)."""
-        return self._commit(symbol, strategy_name, exchange_name, "average_buy", cost)
-
+    # --- position commands from callbacks (SPEC §11, `PositionCommandsApi.commit_*`):
+    # applied at the key's next minute. Only from inside a running backtest (a strategy
+    # callback); `Live.commit_*` called there does the same, so a strategy runs unchanged
+    # live and in a backtest.
     def command_status(self, command_id: int) -> tuple[str, str | None]:
         """(pending | accepted | refused, the message) of a command of the running
         backtest (from inside it, like the commands)."""
@@ -153,8 +125,7 @@ class BacktestApi:
             raise ValueError(f"no command {command_id} in a backtest running on this thread")
         return found
 
-    @staticmethod
-    def _commit(symbol: str, strategy_name: str, exchange_name: str, name: str,
+    def _commit(self, symbol: str, strategy_name: str, exchange_name: str, name: str,
                 value: float | None) -> int:
         command_id = backtest_commands.route(symbol, strategy_name, exchange_name, name, value)
         if command_id is None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from bkit.backtest.simclock import thread_value
 from bkit.core.position_commands import COMMANDS
 
 _local = threading.local()
@@ -29,15 +30,9 @@ class CommandTarget(Protocol):
     def command_status(self, command_id: int) -> tuple[str, str | None] | None: ...
 
 
-@contextmanager
-def routing(keys: Mapping[KeyNames, CommandTarget]) -> Iterator[None]:
+def routing(keys: Mapping[KeyNames, CommandTarget]) -> AbstractContextManager[None]:
     """Route commands issued on this thread to `keys` (a running backtest) meanwhile."""
-    previous = getattr(_local, "keys", None)
-    _local.keys = keys
-    try:
-        yield
-    finally:
-        _local.keys = previous
+    return thread_value(_local, "keys", keys)
 
 
 def in_backtest() -> bool:

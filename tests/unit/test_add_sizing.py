@@ -11,34 +11,34 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import bkit
+from bkit.core import sizing
 from bkit.core.candles import Candle
 from bkit.core.config import Config
 from bkit.core.errors import RegistrationError, UnknownNameError
 from bkit.core.machine import KeyContext, KeyState, StrategyAnswer, advance
 from bkit.core.registry import REGISTRY, add_sizing, add_strategy, reset_config
-from bkit.core.sizing import (
-    SizingInputs,
-    aggregate_minutes,
-    atr,
-    atr_candle_window,
-    closed_window,
-    entry_sizer,
-    notional_balance,
-    size_entry,
-    window_atr,
-)
+from bkit.core.sizing import SizingInputs, entry_sizer, size_entry
+from bkit.core.sizing import aggregate_minutes as aggregate
+from bkit.core.sizing import atr_candle_window as window_of
+from bkit.core.sizing import closed_window as closed
+from bkit.core.sizing import notional_balance as notional
+from bkit.core.sizing import window_atr as atr_at
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 CTX = KeyContext("BTC/USDT", "sized", "binance", "1m")
 
 
+def _fresh() -> None:
+    REGISTRY.clear()
+    reset_config()
+
+
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
-    REGISTRY.clear()
-    reset_config()
+    """Each test registers on an empty registry with the default config."""
+    _fresh()
     yield
-    REGISTRY.clear()
-    reset_config()
+    _fresh()
 
 
 def noop(symbol: str, when: datetime, price: float) -> None:
@@ -129,22 +129,22 @@ def test_size_entry_numbers_per_method() -> None:
 
 
 def test_notional_balance() -> None:
-    assert notional_balance(1000.0, [12.5, -2.5], "none") == 1010.0
-    assert notional_balance(0.0, [12.5], "none") == "none"
+    assert notional(1000.0, [12.5, -2.5], "none") == 1010.0
+    assert notional(0.0, [12.5], "none") == "none"
 
 
 def test_atr_window_reads_only_closed_candles_of_the_interval() -> None:
     when = T0 + timedelta(minutes=7)  # inside the 5m bucket 12:05
-    since, count = atr_candle_window(when, 5, 2)
+    since, count = window_of(when, 5, 2)
     assert (since, count) == (T0 - timedelta(minutes=10), 3)  # buckets 11:50, 11:55, 12:00
     ms = int(T0.timestamp() * 1000)
     candles = [Candle(ms + m * 60_000, 100, 100 + m, 99 - m, 100, 1) for m in range(-15, 10)]
-    five = aggregate_minutes(candles, 5)
-    window = closed_window(five, when, 5, 2)
+    five = aggregate(candles, 5)
+    window = closed(five, when, 5, 2)
     assert [c.timestamp for c in window] == [ms - 600_000, ms - 300_000, ms]
     assert window[-1].high == 104 and window[-1].low == 95  # minutes 0..4 of 12:00
-    assert window_atr(five, when, 5, 2) == atr(window, 2)
-    assert window_atr(five[:1], when, 5, 2) == (
+    assert atr_at(five, when, 5, 2) == sizing.atr(window, 2)
+    assert atr_at(five[:1], when, 5, 2) == (
         "ATR(2) needs 3 closed 5m candles before 2024-01-01T12:07:00+00:00, got 0")
 
 
