@@ -21,6 +21,7 @@ from bkit.core.errors import (
 from bkit.core.registry import (
     add_exchange,
     add_risk,
+    add_sizing,
     add_strategy,
     get_config,
     set_config,
@@ -42,7 +43,8 @@ from bkit.events import (
 
 __all__ = [
     "BkitError", "Candle", "Config", "ConfigError", "Live", "RegistrationError", "Signal",
-    "SignalValidationError", "UnknownNameError", "add_exchange", "add_risk", "add_strategy",
+    "SignalValidationError", "UnknownNameError", "add_exchange", "add_risk", "add_sizing",
+    "add_strategy",
     "get_config", "listen_breakeven", "listen_done_live", "listen_error", "listen_exit",
     "listen_partial_loss", "listen_partial_profit", "listen_performance", "listen_risk",
     "listen_signal", "listen_signal_live", "set_config", "set_logger",

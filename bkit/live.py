@@ -18,8 +18,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bkit.backtest import commands as backtest_commands
 from bkit.broker.registry import broker_for
 from bkit.clock import SystemClock
+from bkit.commit_api import PositionCommandsApi
 from bkit.core.errors import BkitError
 from bkit.core.registry import REGISTRY, get_config
 from bkit.core.results import RUN_ACTIONS, TickResult
@@ -41,7 +43,7 @@ REPORT_ACTIONS = ("scheduled", "opened", "closed", "cancelled")
 _SYMBOL = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
 
 
-class LiveApi:
+class LiveApi(PositionCommandsApi):
     """Singleton behind `bkit.Live`."""
 
     def __init__(self) -> None:
@@ -174,43 +176,22 @@ class LiveApi:
         key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
         set_command(self._engine(), key_id, "close_position")
 
-    # --- position commands (SPEC §11): applied on the key's next tick, at its price --------
-    def commit_partial_profit(self, symbol: str, strategy_name: str, exchange_name: str,
-                              percent: float) -> int:
-        """Close `percent` (0 < p ≤ 100) of the remaining cost basis in profit. Returns the
-        command id; the tick records whether it was accepted (`command_status`)."""
-        return self._commit(symbol, strategy_name, exchange_name, "partial_profit", percent)
-
-    def commit_partial_loss(self, symbol: str, strategy_name: str, exchange_name: str,
-                            percent: float) -> int:
-        """Close `percent` of the remaining cost basis at a loss."""
-        return self._commit(symbol, strategy_name, exchange_name, "partial_loss", percent)
-
-    def commit_trailing_stop(self, symbol: str, strategy_name: str, exchange_name: str,
-                             shift: float) -> int:
-        """Move the SL by `shift` percentage points of the original distance (−: tighter)."""
-        return self._commit(symbol, strategy_name, exchange_name, "trailing_stop", shift)
-
-    def commit_trailing_take(self, symbol: str, strategy_name: str, exchange_name: str,
-                             shift: float) -> int:
-        """Move the TP by `shift` percentage points (later calls only more conservative)."""
-        return self._commit(symbol, strategy_name, exchange_name, "trailing_take", shift)
-
-    def commit_breakeven(self, symbol: str, strategy_name: str, exchange_name: str) -> int:
-        """Move the SL to the effective entry once breakeven is reached."""
-        return self._commit(symbol, strategy_name, exchange_name, "breakeven", None)
-
-    def commit_average_buy(self, symbol: str, strategy_name: str, exchange_name: str,
-                           cost: float | None = None) -> int:
-        """Add an entry (DCA) of `cost` (default CC_POSITION_ENTRY_COST)."""
-        return self._commit(symbol, strategy_name, exchange_name, "average_buy", cost)
-
+    # --- position commands (SPEC §11, `PositionCommandsApi.commit_*`): applied on the key's
+    # next tick, at its price
     def command_status(self, command_id: int) -> tuple[str, str | None]:
         """(pending | accepted | refused, the message) of a position command."""
+        in_backtest = backtest_commands.status(command_id)
+        if in_backtest is not None:
+            return in_backtest
         return command_status(self._engine(), command_id)
 
     def _commit(self, symbol: str, strategy_name: str, exchange_name: str, name: str,
                 value: float | None, actor: str = "Live") -> int:
+        # Called from a callback of a backtest running on this thread: the command goes to
+        # the backtest's key (applied at its next minute), never to the database (SPEC §12).
+        routed = backtest_commands.route(symbol, strategy_name, exchange_name, name, value)
+        if routed is not None:
+            return routed
         key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
         return queue_command(self._engine(), key_id, name, value, actor=actor)
 

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     watchdog_grace_seconds: float = Field(default=60.0, ge=0)
     #: Order broker: "none" (signals only), "paper" or "ccxt".
     order_broker: str = "none"
+    #: The paper broker's starting quote balance for sizing (SPEC §11; None: unlimited).
+    paper_balance: float | None = None
     #: Orders: send-lease of one submit attempt, backoff ceiling and the minimum wait after a
     #: rate limit (wall seconds); the outbox relay's period.
     order_send_lease_seconds: float = 45.0

@@ -37,6 +37,7 @@ from bkit.core.errors import BkitError
 from bkit.core.machine import (
     KeyContext,
     KeyState,
+    Sizer,
     StrategyAnswer,
     TickOutcome,
     advance,
@@ -47,8 +48,10 @@ from bkit.core.registry import REGISTRY, Registry, RiskSchema, StrategySchema, g
 from bkit.core.results import CallbackCall, Notice, TickResult
 from bkit.core.risk import risk_verdict
 from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
+from bkit.core.sizing import entry_sizer
 from bkit.faults import crash_point
 from bkit.pricing import tick_price_and_touch
+from bkit.sizing_inputs import live_inputs
 from bkit.store import signal_rows
 from bkit.store.commands import mark_commands, pending_commands
 from bkit.store.engine import DatabaseUnavailableError, session_scope
@@ -126,6 +129,7 @@ class _Prepared:
     halted: bool
     touch: tuple[float, float] | None = None  # the last closed candle's (low, high)
     commands: tuple[PositionCommand, ...] = ()  # position commands read at claim
+    sizer: Sizer | None = None  # the strategy's sizing over inputs read here (SPEC §11)
 
 
 @dataclass
@@ -185,6 +189,7 @@ def _prepare(env: TickEnv, claim: Claim, snap: _Snapshot, when: datetime) -> _Pr
         strategy = env.registry.strategy(key.strategy_name)
         exchange = env.registry.exchange(key.exchange_name)
         risk = env.registry.risk(strategy.risk_name) if strategy.risk_name else None
+        sizing = env.registry.sizing(strategy.sizing_name) if strategy.sizing_name else None
         config = env.config()
         price, touch = tick_price_and_touch(exchange, key.symbol, when, config)
     except BkitError as exc:  # unknown names, no price (PriceUnavailableError is one)
@@ -193,11 +198,17 @@ def _prepare(env: TickEnv, claim: Claim, snap: _Snapshot, when: datetime) -> _Pr
     ctx = KeyContext(key.symbol, key.strategy_name, key.exchange_name, strategy.interval)
     pre_status = _effective_status(key.status, snap.halted)
     pre_state = KeyState(snap.signal, pre_status, key.signal_window, key.command)  # type: ignore
-    answer = None
+    answer = sizer = None
     if wants_signal(pre_state, when, strategy.interval):
         answer = _ask_strategy(strategy, key.symbol, when, price)
+        if sizing is not None and answer.error is None and answer.raw is not None:
+            # An entry may follow: read its sizing inputs now, outside the transaction.
+            sizer = entry_sizer(sizing, live_inputs(env.engine, sizing, claim.key_id, ctx,
+                                                  exchange, env.brokers(key.exchange_name),
+                                                  config, when))
     return _Prepared(claim, key, strategy, risk, config, ctx, price, answer, snap.halted,
-                     touch if config.CC_STOP_LOSS_TRIGGER == "touch" else None, snap.commands)
+                     touch if config.CC_STOP_LOSS_TRIGGER == "touch" else None, snap.commands,
+                     sizer)
 
 
 def run_tick(env: TickEnv, key_id: int, bucket: int) -> TickResult | None:
@@ -435,7 +446,8 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol
                      p.commands)
     check = _risk_check(session, p.risk, ctx, when, p.price) if p.risk else None
     outcome = advance(ctx, state, when, p.price, p.config, answer=p.answer, risk_check=check,
-                      uses_broker=env.brokers(key.exchange_name) is not None, touch=p.touch)
+                      uses_broker=env.brokers(key.exchange_name) is not None, touch=p.touch,
+                      sizer=p.sizer)
     if outcome.signal is not None and record is None and \
             signal_rows.find_signal(session, p.claim.key_id, outcome.signal.id) is not None:
         # A strategy reused a signal id of this key: refuse it, never overwrite history.

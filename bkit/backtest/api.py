@@ -12,17 +12,19 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from bkit.backtest import commands as backtest_commands
 from bkit.backtest import listeners
 from bkit.backtest.frames import FrameSchema
 from bkit.backtest.results import BacktestResult
 from bkit.backtest.runner import BacktestRun, plan_backtest
+from bkit.commit_api import PositionCommandsApi
 from bkit.core.registry import get_config
 from bkit.core.results import TickResult
 
 ResultKey = tuple[str, str, str, str]
 
 
-class BacktestApi:
+class BacktestApi(PositionCommandsApi):
     """Singleton behind `bkit.Backtest`."""
 
     def __init__(self) -> None:
@@ -31,15 +33,21 @@ class BacktestApi:
         self._running: dict[ResultKey, BacktestRun] = {}
 
     def run(self, symbol: str | Sequence[str], strategy_name: str, exchange_name: str,
-            frame_name: str | FrameSchema, *, use_cache: bool = True) -> Iterator[TickResult]:
+            frame_name: str | FrameSchema, *, use_cache: bool = True,
+            balance: float | None = None) -> Iterator[TickResult]:
         """Replay the frame and yield every transition (scheduled, opened, closed, cancelled)
         in time order, each `created_at` its simulated minute. `symbol` may be a list: the
         symbols then run together (a risk profile's budget is shared across them).
 
+        `balance`: the starting balance (quote currency) a strategy's sizing sizes from
+        (SPEC §11); the run's account then moves with the realised `pnl_cost` of its closed
+        trades (shared by its symbols). None: `CC_SIZING_BALANCE`; with neither, entries of
+        a balance-based sizing are refused (error events, stage "sizing").
+
         Names, symbols and the candles are checked before this returns (an unknown name
         raises `UnknownNameError`, a frame without candles `BacktestDataError`)."""
         run = BacktestRun(plan_backtest(symbol, strategy_name, exchange_name, frame_name),
-                          use_cache=use_cache)
+                          use_cache=use_cache, balance=balance)
         return self._drive(run)
 
     def _drive(self, run: BacktestRun) -> Iterator[TickResult]:
@@ -75,24 +83,24 @@ class BacktestApi:
                 plan.frame.frame_name)
 
     def run_all(self, symbol: str | Sequence[str], strategy_name: str, exchange_name: str,
-                frame_name: str | FrameSchema, *, use_cache: bool = True
-                ) -> list[BacktestResult]:
-        """Run to the end and return the results (one per symbol)."""
+                frame_name: str | FrameSchema, *, use_cache: bool = True,
+                balance: float | None = None) -> list[BacktestResult]:
+        """Run to the end and return the results (one per symbol); `balance` as `run`."""
         run = BacktestRun(plan_backtest(symbol, strategy_name, exchange_name, frame_name),
-                          use_cache=use_cache)
+                          use_cache=use_cache, balance=balance)
         for _ in self._drive(run):
             pass
         assert run.results is not None
         return run.results
 
     def background(self, symbol: str | Sequence[str], strategy_name: str, exchange_name: str,
-                   frame_name: str | FrameSchema, *, use_cache: bool = True
-                   ) -> Callable[[], None]:
+                   frame_name: str | FrameSchema, *, use_cache: bool = True,
+                   balance: float | None = None) -> Callable[[], None]:
         """Run in a thread (listeners get the transitions and the done event) and return
         `cancel()`: from then on no new signals, as after `Live.stop`. Checks the names and
-        loads the candles before returning, like `run`."""
+        loads the candles before returning, like `run`; `balance` as `run`."""
         run = BacktestRun(plan_backtest(symbol, strategy_name, exchange_name, frame_name),
-                          use_cache=use_cache)
+                          use_cache=use_cache, balance=balance)
 
         def drain() -> None:
             for _ in self._drive(run):
@@ -104,6 +112,26 @@ class BacktestApi:
             run.cancel()
         cancel.thread = thread  # type: ignore[attr-defined]  # tests join it
         return cancel
+
+    # --- position commands from callbacks (SPEC §11, `PositionCommandsApi.commit_*`):
+    # applied at the key's next minute. Only from inside a running backtest (a strategy
+    # callback); `Live.commit_*` called there does the same, so a strategy runs unchanged
+    # live and in a backtest.
+    def command_status(self, command_id: int) -> tuple[str, str | None]:
+        """(pending | accepted | refused, the message) of a command of the running
+        backtest (from inside it, like the commands)."""
+        found = backtest_commands.status(command_id)
+        if found is None:
+            raise ValueError(f"no command {command_id} in a backtest running on this thread")
+        return found
+
+    def _commit(self, symbol: str, strategy_name: str, exchange_name: str, name: str,
+                value: float | None) -> int:
+        command_id = backtest_commands.route(symbol, strategy_name, exchange_name, name, value)
+        if command_id is None:
+            raise ValueError("Backtest.commit_* works inside a running backtest (a strategy "
+                             "callback); use Live.commit_* for live keys")
+        return command_id
 
     def result(self, symbol: str, strategy_name: str, exchange_name: str,
                frame_name: str | FrameSchema) -> BacktestResult:

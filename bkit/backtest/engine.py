@@ -17,6 +17,17 @@ given to a full tick. A strategy with `on_tick` (or, when flat, `on_idle`) callb
 full tick every minute. The parity test (`tests/backtest/test_parity.py`) holds the whole
 loop against `Live.tick`.
 
+Sizing (SPEC §11): a strategy with a sizing gets each new entry's cost from the pure
+`bkit.core.sizing.size_entry`, as the live tick does, over the backtest's inputs: the balance
+of its notional `Account` (the starting balance plus the realised `pnl_cost` of its closed
+trades, shared by the symbols of one run), the key's closed trades (Kelly) and the ATR over
+the closed candles of the strategy's interval (read once per frame with the prices).
+
+Position commands (SPEC §11): a callback calling `Live.commit_*` (or `Backtest.commit_*`)
+during the run queues the command on its key (`bkit.backtest.commands`); the next minute
+with a price is a full tick that applies it, as the live tick applies a command queued
+after its commit.
+
 Keys of one multi-symbol backtest run in lockstep (a heap ordered by minute, then symbol),
 so a risk profile's `max_concurrent_positions` is counted across them at each minute as the
 live database counts it.
@@ -24,6 +35,7 @@ live database counts it.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -32,9 +44,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bkit import events
+from bkit.backtest import commands as backtest_commands
 from bkit.backtest import simclock
+from bkit.backtest.candles import CandleColumns
 from bkit.backtest.prices import PriceSeries
 from bkit.core.callbacks import run_callbacks
+from bkit.core.candles import Candle
 from bkit.core.config import Config
 from bkit.core.machine import (
     MILESTONE_STEP,
@@ -46,10 +61,23 @@ from bkit.core.machine import (
     advance,
     wants_signal,
 )
+from bkit.core.position_commands import PositionCommand, closed_by_partials
 from bkit.core.registry import RiskSchema, StrategySchema
 from bkit.core.results import CallbackCall, Notice, TickResult
 from bkit.core.risk import risk_verdict
 from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
+from bkit.core.sizing import (
+    SizingInputs,
+    SizingSchema,
+    aggregate_minutes,
+    atr_candle_window,
+    entry_sizer,
+    needs_atr,
+    needs_balance,
+    needs_history,
+    notional_balance,
+    window_atr,
+)
 from bkit.core.statistics import ClosedTrade
 
 #: The results a backtest keeps and yields (SPEC §12).
@@ -87,6 +115,24 @@ class RiskBook:
             held.pop((ctx.symbol, signal_id), None)
 
 
+#: Why a backtest with a balance-based sizing cannot size.
+NO_STARTING_BALANCE = ("the backtest has no starting balance: pass Backtest.run(..., "
+                       "balance=…) or set CC_SIZING_BALANCE (quote currency)")
+
+
+@dataclass
+class Account:
+    """The notional account of one backtest (SPEC §11): `start` (quote currency; ≤ 0: none)
+    moved by the realised `pnl_cost` of every closed trade of the run, as a signals-only live
+    key's account moves with the strategy's closed trades."""
+
+    start: float
+    realised: list[float] = field(default_factory=list)
+
+    def balance(self) -> float | str:
+        return notional_balance(self.start, self.realised, NO_STARTING_BALANCE)
+
+
 def ask_strategy(strategy: StrategySchema, symbol: str, when: datetime, price: float
                  ) -> StrategyAnswer:
     """`get_signal` as the live tick calls it: an exception is the strategy's error."""
@@ -101,12 +147,19 @@ class KeyRun:
 
     def __init__(self, ctx: KeyContext, strategy: StrategySchema, risk: RiskSchema | None,
                  config: Config, series: PriceSeries, book: RiskBook, *,
-                 frame_name: str = "", on_transition: Callable[[TickResult], None] | None = None
-                 ) -> None:
+                 frame_name: str = "", on_transition: Callable[[TickResult], None] | None = None,
+                 sizing: SizingSchema | None = None, account: Account | None = None,
+                 atr_candles: CandleColumns | None = None) -> None:
         self.ctx, self.strategy, self.risk, self.config = ctx, strategy, risk, config
         self.series, self.book, self.frame_name = series, book, frame_name
         self.prices = series.prices
         self.on_transition = on_transition
+        self.sizing, self.account = sizing, account or Account(0.0)
+        self.atr_candles = atr_candles
+        #: Position commands queued by callbacks, applied at the next full tick, and the
+        #: (status, message) of each command of this key.
+        self.pending: list[PositionCommand] = []
+        self.command_log: dict[int, tuple[str, str | None]] = {}
         self.signal: SignalRow | None = None
         self.status = "enabled"
         self.signal_window: int | None = None
@@ -145,16 +198,21 @@ class KeyRun:
         when = minute_at(self.series.minute(index))
         ctx = self.ctx
         state = KeyState(self.signal, self.status, self.signal_window,  # type: ignore[arg-type]
-                         self.command)  # type: ignore[arg-type]
+                         self.command, tuple(self.pending))  # type: ignore[arg-type]
+        self.pending = []
         simclock.set_now(when)
         try:
-            answer = None
+            answer = sizer = None
             if wants_signal(state, when, ctx.interval):
                 answer = ask_strategy(self.strategy, ctx.symbol, when, price)
+                if self.sizing is not None and answer.error is None and answer.raw is not None:
+                    sizer = entry_sizer(self.sizing, self._sizing_inputs(self.sizing, when))
             check = self._risk_check(when, price) if self.risk is not None else None
             touch = (self.series.lows[index], self.series.highs[index]) if self.touch else None
             outcome = advance(ctx, state, when, price, self.config, answer=answer,
-                              risk_check=check, uses_broker=False, touch=touch)
+                              risk_check=check, uses_broker=False, touch=touch, sizer=sizer)
+            for command_id, verdict, message in outcome.command_results:
+                self.command_log[command_id] = (verdict, message)
             if outcome.signal is not None and self.signal is None and \
                     outcome.signal.id in self.used_ids:
                 # As live: a reused signal id of this key is refused, history is never
@@ -167,6 +225,50 @@ class KeyRun:
             self._apply(outcome, when)
         finally:
             simclock.set_now(None)
+
+    # --- sizing and commands (SPEC §11) ----------------------------------------------------
+    def _sizing_inputs(self, sizing: SizingSchema, when: datetime) -> SizingInputs:
+        """What the live tick reads for an entry (`bkit.sizing_inputs.live_inputs`), from the
+        backtest's account, trades and candles."""
+        balance: float | None = None
+        balance_problem: str | None = None
+        if needs_balance(sizing):
+            found = self.account.balance()
+            balance, balance_problem = (None, found) if isinstance(found, str) else (found, None)
+        history = tuple(t.pnl_percentage for t in self.trades) if needs_history(sizing) else ()
+        atr_value: float | None = None
+        atr_problem: str | None = None
+        if needs_atr(sizing):
+            found = self._atr(when, int(sizing.params["atr_period"]))
+            atr_value, atr_problem = (None, found) if isinstance(found, str) else (found, None)
+        return SizingInputs(balance, balance_problem, history, atr_value, atr_problem)
+
+    def _atr(self, when: datetime, period: int) -> float | str:
+        """ATR over the closed candles of the strategy's interval before `when`, aggregated
+        from the frame's 1m candles as the exchange aggregates them."""
+        columns = self.atr_candles
+        if columns is None:
+            return "no candles were loaded for the ATR"
+        step = SIGNAL_INTERVAL_MINUTES[self.ctx.interval]
+        since, _count = atr_candle_window(when, step, period)
+        first, end = int(since.timestamp() // 60), int(when.timestamp() // 60)
+        bad = [m for m in columns.bad if first <= m < end]
+        if bad:
+            return f"reading {self.ctx.interval} candles failed: {columns.bad[min(bad)]}"
+        lo = bisect.bisect_left(columns.minutes, first)
+        hi = bisect.bisect_left(columns.minutes, end)
+        minutes = [Candle(columns.minutes[i] * 60_000, columns.close[i], columns.high[i],
+                          columns.low[i], columns.close[i], columns.volume[i])
+                   for i in range(lo, hi)]
+        return window_atr(aggregate_minutes(minutes, step), when, step, period)
+
+    def queue_command(self, command_id: int, name: str, value: float | None) -> None:
+        """A position command from a callback, for the next full tick."""
+        self.pending.append(PositionCommand(command_id, name, value))
+        self.command_log[command_id] = ("pending", None)
+
+    def command_status(self, command_id: int) -> tuple[str, str | None] | None:
+        return self.command_log.get(command_id)
 
     def _apply(self, outcome: TickOutcome, when: datetime) -> None:
         row = outcome.signal
@@ -190,6 +292,7 @@ class KeyRun:
             self.transitions.append(result)
             if result.action == "closed" and row is not None:
                 assert row.closed_at is not None
+                self.account.realised.append(row.pnl_cost or 0.0)
                 self.trades.append(ClosedTrade(
                     signal_id=row.id, symbol=row.symbol, position=row.position,
                     pnl_percentage=row.pnl_percentage or 0.0, pnl_cost=row.pnl_cost or 0.0,
@@ -251,7 +354,8 @@ class KeyRun:
         if self.finished:
             return end
         start = index + 1
-        if self.command is not None or self.status != "enabled" or self.stop_requested:
+        if self.command is not None or self.status != "enabled" or self.stop_requested or \
+                self.pending:
             return self._next_priced(start, end)
         row = self.signal
         if row is None:
@@ -259,7 +363,7 @@ class KeyRun:
                 return self._next_priced(start, end)
             return self._next_flat(start, end)
         if self.every_minute or row.state not in ("scheduled", "opened") or \
-                row.order_in_flight:
+                row.order_in_flight or (row.state == "opened" and closed_by_partials(row)):
             return self._next_priced(start, end)
         if row.state == "scheduled":
             return self._next_scheduled(row, start, end)
@@ -373,6 +477,11 @@ class KeyRun:
                 profit_level = max(profit_level, reached_profit)
                 loss_level = max(loss_level, reached_loss)
                 breakeven_fired = breakeven_fired or breakeven
+                if self.pending:  # a callback queued a command: the next minute applies it
+                    self.signal = row.evolve(partial_profit_level=profit_level,
+                                             partial_loss_level=loss_level,
+                                             breakeven_fired=breakeven_fired)
+                    return self._next_priced(k + 1, end)
         # A minute that closes (time, TP, SL) never reads the levels (`_open_position`
         # returns before them), so they are written only if the position goes on.
         if found == end and (profit_level, loss_level, breakeven_fired) != (
@@ -425,7 +534,9 @@ def run_keys(runs: Sequence[KeyRun], *, cancelled: threading.Event | None = None
     pending: list[TickResult] = []
     for run in runs:
         run.on_transition = pending.append
-    heap = [(run.next_tick(-1), order, run) for order, run in enumerate(runs)]
+    keys = {(run.ctx.symbol, run.ctx.strategy_name, run.ctx.exchange_name): run for run in runs}
+    with backtest_commands.routing(keys):
+        heap = [(run.next_tick(-1), order, run) for order, run in enumerate(runs)]
     heap = [item for item in heap if item[0] < len(item[2].prices)]
     heapq.heapify(heap)
     stopping = False
@@ -435,10 +546,11 @@ def run_keys(runs: Sequence[KeyRun], *, cancelled: threading.Event | None = None
             for run in runs:
                 run.stop_requested = True
         index, order, run = heapq.heappop(heap)
-        run.tick(index)
+        with backtest_commands.routing(keys):  # callbacks may issue position commands
+            run.tick(index)
+            following = run.next_tick(index)
         if pending:
             yield from pending
             pending.clear()
-        following = run.next_tick(index)
         if following < len(run.prices):
             heapq.heappush(heap, (following, order, run))

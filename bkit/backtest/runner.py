@@ -9,6 +9,7 @@ has finished, so nothing is ever half-written.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -17,14 +18,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from bkit.backtest.candles import load_candles
-from bkit.backtest.engine import KeyRun, RiskBook, run_keys
+from bkit.backtest.candles import CandleColumns, load_candles
+from bkit.backtest.engine import Account, KeyRun, RiskBook, run_keys
 from bkit.backtest.frames import FRAMES, FrameRegistry, FrameSchema
 from bkit.backtest.prices import PriceSeries, price_series
 from bkit.backtest.results import BacktestResult
 from bkit.core.config import Config
 from bkit.core.errors import BkitError
-from bkit.core.machine import KeyContext
+from bkit.core.machine import SIGNAL_INTERVAL_MINUTES, KeyContext
 from bkit.core.registry import (
     REGISTRY,
     ExchangeSchema,
@@ -34,6 +35,7 @@ from bkit.core.registry import (
     get_config,
 )
 from bkit.core.results import TickResult
+from bkit.core.sizing import SizingSchema, needs_atr
 
 _SYMBOL = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
 _SERIES_CACHE_SIZE = 16
@@ -53,6 +55,7 @@ class BacktestPlan:
     risk: RiskSchema | None
     frame: FrameSchema
     config: Config
+    sizing: SizingSchema | None = None
 
 
 def plan_backtest(symbols: str | Sequence[str], strategy_name: str, exchange_name: str,
@@ -71,8 +74,9 @@ def plan_backtest(symbols: str | Sequence[str], strategy_name: str, exchange_nam
     strategy = registry.strategy(strategy_name)
     exchange = registry.exchange(exchange_name)
     risk = registry.risk(strategy.risk_name) if strategy.risk_name else None
+    sizing = registry.sizing(strategy.sizing_name) if strategy.sizing_name else None
     schema = frames.get(frame) if isinstance(frame, str) else frame
-    return BacktestPlan(tuple(listed), strategy, exchange, risk, schema, get_config())
+    return BacktestPlan(tuple(listed), strategy, exchange, risk, schema, get_config(), sizing)
 
 
 _series_lock = threading.Lock()
@@ -115,10 +119,19 @@ class BacktestRun:
     """A prepared backtest. Iterate it for the transitions (time order); `results` (one per
     symbol) is filled once the iteration has finished."""
 
-    def __init__(self, plan: BacktestPlan, *, use_cache: bool = True) -> None:
+    def __init__(self, plan: BacktestPlan, *, use_cache: bool = True,
+                 balance: float | None = None) -> None:
+        """`balance`: the starting balance (quote currency) of the run's notional account,
+        which a sizing sizes from (SPEC §11); None: `CC_SIZING_BALANCE`."""
+        if balance is not None and (isinstance(balance, bool) or not isinstance(
+                balance, int | float) or not math.isfinite(balance) or balance <= 0):
+            raise ValueError(f"balance must be a finite number > 0 (quote currency), "
+                             f"got {balance!r}")
         self.plan = plan
         self.cancelled = threading.Event()
         self.results: list[BacktestResult] | None = None
+        self.account = Account(plan.config.CC_SIZING_BALANCE if balance is None
+                               else float(balance))
         book = RiskBook()
         self.keys = []
         for symbol in plan.symbols:
@@ -126,8 +139,23 @@ class BacktestRun:
                                   use_cache=use_cache)
             ctx = KeyContext(symbol, plan.strategy.strategy_name, plan.exchange.exchange_name,
                              plan.strategy.interval)
+            atr_candles = None
+            if plan.sizing is not None and needs_atr(plan.sizing):
+                atr_candles = self._atr_candles(symbol, plan.sizing, use_cache)
             self.keys.append(KeyRun(ctx, plan.strategy, plan.risk, plan.config, series, book,
-                                    frame_name=plan.frame.frame_name))
+                                    frame_name=plan.frame.frame_name, sizing=plan.sizing,
+                                    account=self.account, atr_candles=atr_candles))
+
+    def _atr_candles(self, symbol: str, sizing: SizingSchema, use_cache: bool
+                     ) -> CandleColumns:
+        """The 1m candles the ATR of any entry of the frame reads: from `atr_period + 2`
+        strategy intervals before the first minute to the last (read once per frame)."""
+        frame, plan = self.plan.frame, self.plan
+        step = SIGNAL_INTERVAL_MINUTES[plan.strategy.interval]
+        first = frame.first_minute
+        last = first + (frame.tick_count - 1) * frame.step_minutes
+        lead = (int(sizing.params["atr_period"]) + 2) * step
+        return load_candles(plan.exchange, symbol, first - lead, last, use_cache=use_cache)
 
     def cancel(self) -> None:
         """Stop as `Live.stop` stops: no new signals, a resting entry cancelled, an open

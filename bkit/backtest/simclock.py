@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -54,10 +54,16 @@ def current_time() -> datetime | None:
 
 
 @contextmanager
-def simulated(when: datetime) -> Iterator[None]:
-    previous = getattr(_local, "now", None)
-    _local.now = when
+def thread_value(local: threading.local, name: str, value: Any) -> Iterator[None]:
+    """`local.name` is `value` on this thread meanwhile, then what it was before."""
+    previous = getattr(local, name, None)
+    setattr(local, name, value)
     try:
         yield
     finally:
-        _local.now = previous
+        setattr(local, name, previous)
+
+
+def simulated(when: datetime) -> AbstractContextManager[None]:
+    """This thread's simulated now is `when` meanwhile."""
+    return thread_value(_local, "now", when)

@@ -38,6 +38,10 @@ class PaperBroker:
     #: The paper "venue" is this database: a lookup that finds nothing is the truth at once
     #: (no lookup lag), so an order of unknown outcome may be re-sent after two looks.
     settle_seconds: float = 0.0
+    #: The starting balance (quote currency) of every coin the account has not traded as a
+    #: base, for sizing (SPEC §11): its free balance is this plus what sells brought in (net
+    #: of fees) minus what buys spent. None: unlimited (a dry run sizes from `cost`).
+    quote_balance: float | None = None
 
     def rules(self, symbol: str) -> MarketRules:
         return MarketRules(base_of(symbol), quote_of(symbol), self.amount_step, None, None)
@@ -138,11 +142,27 @@ class PaperBroker:
                 PaperOrder.symbol.startswith(f"{asset}/", autoescape=True))  # type: ignore
                 .group_by(side)).all()
         if not rows:
-            return PAPER_QUOTE_BALANCE
+            if self.quote_balance is None:
+                return PAPER_QUOTE_BALANCE
+            return self._free_quote(asset)
         held = 0.0
         for order_side, total, fees in rows:
             held += (total or 0.0) - (fees or 0.0) if order_side == "buy" else -(total or 0.0)
         return max(0.0, held)
+
+    def _free_quote(self, asset: str) -> float:
+        """`quote_balance` plus the sells' proceeds (net of fees taken in `asset`) minus the
+        buys' cost over the markets quoted in `asset`."""
+        notional = PaperOrder.amount * PaperOrder.fill_price
+        fee = case((PaperOrder.fee_currency == asset, PaperOrder.fee), else_=0.0)
+        flow = case((PaperOrder.side == "sell", notional), else_=-notional) - fee
+        quoted = PaperOrder.symbol.endswith(f"/{asset}", autoescape=True) | \
+            PaperOrder.symbol.contains(f"/{asset}:", autoescape=True)  # type: ignore
+        with session_scope(self.engine) as session:
+            total = session.execute(select(func.sum(flow)).where(
+                PaperOrder.exchange_name == self.exchange_name, quoted)).scalar()
+        assert self.quote_balance is not None
+        return max(0.0, self.quote_balance + float(total or 0.0))
 
     def balances(self) -> dict[str, tuple[float, float]]:
         return {asset: (max(0.0, amount), max(0.0, amount))

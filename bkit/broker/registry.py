@@ -61,10 +61,11 @@ def _build(kind: str, exchange_name: str) -> OrderBroker:
 
     if kind == "paper":
         from bkit.broker.paper_broker import PaperBroker
+        from bkit.settings import get_settings
 
         config = get_config()
         return PaperBroker(get_engine(), config.CC_PERCENT_SLIPPAGE, config.CC_PERCENT_FEE,
-                           exchange_name)
+                           exchange_name, quote_balance=get_settings().paper_balance)
     from bkit.broker.ccxt_broker import CcxtBroker
     from bkit.exchange.ccxt_exchange import CcxtExchange
 

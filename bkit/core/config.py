@@ -47,6 +47,11 @@ class Config:
     #: "touch" (the last closed 1m candle's low, a short's high, at or past it; checked
     #: before the take-profit).
     CC_STOP_LOSS_TRIGGER: str = "vwap"
+    #: Sizing without an account (SPEC §11): the starting balance (quote currency) of the
+    #: notional account a signals-only key (no broker) sizes from, and the default starting
+    #: balance of a backtest; that account moves with the realised PnL (`pnl_cost`) of the
+    #: strategy's closed trades on the exchange. 0: not set, and such entries are refused.
+    CC_SIZING_BALANCE: float = 0.0
 
     @property
     def round_trip_cost_percent(self) -> float:

@@ -44,6 +44,9 @@ MILESTONE_STEP = 10
 
 #: A risk check: gets the candidate (valid and public form), returns a rejection note or None.
 RiskCheck = Callable[[ValidSignal, PublicSignal], str | None]
+#: A sizing (SPEC §11): gets the validated candidate, returns its cost (quote currency) or
+#: why the entry is refused. Built by the edges from `bkit.core.sizing.size_entry`.
+Sizer = Callable[[ValidSignal], float | str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,7 @@ class _Tick:
         self.touch = touch
         self.answer: StrategyAnswer | None = None
         self.risk_check: RiskCheck | None = None
+        self.sizer: Sizer | None = None
 
     def result(self, action: str, row: SignalRow | None = None, **extra: Any) -> TickResult:
         return TickResult(
@@ -243,19 +247,20 @@ def record_open(ctx: KeyContext, row: SignalRow, when: datetime, **kw: Any) -> T
 
 def advance(ctx: KeyContext, state: KeyState, when: datetime, price: float, config: Config, *,
             answer: StrategyAnswer | None = None, risk_check: RiskCheck | None = None,
-            uses_broker: bool = False, touch: tuple[float, float] | None = None
-            ) -> TickOutcome:
+            uses_broker: bool = False, touch: tuple[float, float] | None = None,
+            sizer: Sizer | None = None) -> TickOutcome:
     """Run one tick of SPEC §4 (first match wins): pending commands, the scheduled signal,
     the open position, then (no signal) maybe a new signal from `answer`.
 
     `price` must be a finite VWAP > 0 (the runtime fails the tick earlier otherwise).
     `answer` is None when the strategy was not asked this tick. `touch`: (low, high) of
-    the last closed 1m candle, for `CC_STOP_LOSS_TRIGGER = "touch"` (SPEC §11).
+    the last closed 1m candle, for `CC_STOP_LOSS_TRIGGER = "touch"` (SPEC §11). `sizer`:
+    the strategy's sizing, which sets a new entry's cost (or refuses it, stage "sizing").
     """
     if not (isinstance(price, float | int) and math.isfinite(price) and price > 0):
         raise ValueError(f"tick price must be a finite number > 0, got {price!r}")
     tick = _Tick(ctx, when, float(price), config, uses_broker, touch)
-    tick.answer, tick.risk_check = answer, risk_check
+    tick.answer, tick.risk_check, tick.sizer = answer, risk_check, sizer
     row = state.signal if state.signal is not None and state.signal.is_live else None
 
     if row is not None and (problems := stored_row_problems(row)):
@@ -467,7 +472,14 @@ def _new_signal(tick: _Tick, answer: StrategyAnswer,
             f"({ctx.symbol}:{ctx.symbol.split('/')[-1]}) on a futures exchange, e.g. "
             "add_ccxt_exchange('binanceusdm', …) with CC_LEVERAGE / CC_MARGIN_MODE",
             {"stage": "order_check", "signal_id": valid.id})])
-    if tick.uses_broker and (problem := default_cost_problem(
+    cost = valid.cost
+    if tick.sizer is not None:  # SPEC §11: the sizing sets the cost, never a default size
+        sized = tick.sizer(valid)
+        if isinstance(sized, str):
+            return tick.idle(signal_window=window, notices=[Notice(
+                "error", f"entry refused: {sized}", {"stage": "sizing", "signal_id": valid.id})])
+        cost = sized
+    elif tick.uses_broker and (problem := default_cost_problem(
             ctx.symbol, valid.cost_explicit, tick.config.CC_POSITION_ENTRY_COST)):
         return tick.idle(signal_window=window, notices=[Notice(
             "error", f"entry refused before sending: {problem}",
@@ -476,7 +488,7 @@ def _new_signal(tick: _Tick, answer: StrategyAnswer,
         id=valid.id, symbol=ctx.symbol, strategy_name=ctx.strategy_name,
         exchange_name=ctx.exchange_name, position=valid.position, price_open=valid.price_open,
         price_take_profit=valid.price_take_profit, price_stop_loss=valid.price_stop_loss,
-        minute_estimated_time=valid.minute_estimated_time, note=valid.note, cost=valid.cost,
+        minute_estimated_time=valid.minute_estimated_time, note=valid.note, cost=cost,
         state="scheduled", created_at=when, scheduled_at=when,
     )
     if risk_check is not None:
@@ -499,5 +511,5 @@ def _new_signal(tick: _Tick, answer: StrategyAnswer,
     return record_open(ctx, row, when, slot="acquire", signal_window=window)
 
 
-__all__ = ["KeyContext", "KeyState", "StrategyAnswer", "TickOutcome", "advance", "progress",
-           "signal_window_of", "wants_signal"]
+__all__ = ["KeyContext", "KeyState", "Sizer", "StrategyAnswer", "TickOutcome", "advance",
+           "progress", "signal_window_of", "wants_signal"]

@@ -1,4 +1,5 @@
-"""Registration of exchanges, strategies and risk profiles (SPEC §1), and the global config.
+"""Registration of exchanges, strategies, risk profiles and sizings (SPEC §1, §11), and the
+global config.
 
 Holds plain Python objects in this process; no I/O. Workers import the user's strategy
 modules at start, so each process builds the same registry.
@@ -17,6 +18,7 @@ from bkit.core.candles import CANDLE_INTERVAL_MINUTES
 from bkit.core.config import Config, apply_config_changes
 from bkit.core.errors import RegistrationError, UnknownNameError
 from bkit.core.machine import SIGNAL_INTERVAL_MINUTES
+from bkit.core.sizing import SizingSchema, validate_sizing
 
 STRATEGY_CALLBACKS = frozenset({
     "on_tick", "on_open", "on_close", "on_active", "on_schedule", "on_cancel", "on_idle",
@@ -85,12 +87,14 @@ class Registry:
         self.exchanges: dict[str, ExchangeSchema] = {}
         self.strategies: dict[str, StrategySchema] = {}
         self.risks: dict[str, RiskSchema] = {}
+        self.sizings: dict[str, SizingSchema] = {}
 
     def clear(self) -> None:
         with self._lock:
             self.exchanges.clear()
             self.strategies.clear()
             self.risks.clear()
+            self.sizings.clear()
 
     def exchange(self, name: str) -> ExchangeSchema:
         try:
@@ -109,6 +113,12 @@ class Registry:
             return self.risks[name]
         except KeyError:
             raise UnknownNameError(_unknown("risk profile", name, self.risks)) from None
+
+    def sizing(self, name: str) -> SizingSchema:
+        try:
+            return self.sizings[name]
+        except KeyError:
+            raise UnknownNameError(_unknown("sizing", name, self.sizings)) from None
 
     def _add(self, table: dict[str, Any], kind: str, name: str, schema: Any) -> None:
         with self._lock:
@@ -176,7 +186,8 @@ def add_strategy(strategy_name: str, get_signal: Callable[..., Any], interval: s
                  risk_name: str | None = None, callbacks: Any = None,
                  note: str = "", sizing_name: str | None = None) -> StrategySchema:
     """Register a strategy. `interval` (1m 3m 5m 15m 30m 1h) throttles `get_signal`;
-    `sizing_name` names the sizing (SPEC §11) that sizes its entries."""
+    `sizing_name` names a sizing registered before with `add_sizing` (SPEC §11): it then
+    sets the cost of every entry (a signal's own `cost` is ignored)."""
     _check_name("strategy", strategy_name)
     _check_callable(f"strategy {strategy_name}: get_signal", get_signal)
     if interval not in SIGNAL_INTERVAL_MINUTES:
@@ -187,6 +198,10 @@ def add_strategy(strategy_name: str, get_signal: Callable[..., Any], interval: s
         _check_name("risk", risk_name)
     if sizing_name is not None:
         _check_name("sizing", sizing_name)
+        if sizing_name not in REGISTRY.sizings:
+            raise RegistrationError(
+                f"strategy {strategy_name}: {_unknown('sizing', sizing_name, REGISTRY.sizings)}"
+                "; register it with add_sizing first")
     schema = StrategySchema(strategy_name, get_signal, interval, risk_name,
                             _check_callbacks(f"strategy {strategy_name}", callbacks,
                                              STRATEGY_CALLBACKS), str(note), sizing_name)
@@ -226,6 +241,27 @@ def add_risk(risk_name: str, validations: Iterable[Any] = (),
                         _check_callbacks(f"risk {risk_name}", callbacks, RISK_CALLBACKS),
                         str(note))
     REGISTRY._add(REGISTRY.risks, "risk", risk_name, schema)
+    return schema
+
+
+def add_sizing(sizing_name: str, method: str = "fixed", *,
+               min_position_size: float | None = None,
+               max_position_percentage: float | None = None,
+               max_position_size: float | None = None, **params: float) -> SizingSchema:
+    """Register a sizing (SPEC §11) that `add_strategy(..., sizing_name=...)` can name.
+
+    `method` and its `params`: "fixed" (`cost`, quote currency), "fixed_percentage"
+    (`risk_percentage`, % of balance lost at the SL), "kelly" (`kelly_multiplier`, default
+    0.25), "atr" (`risk_percentage`, `atr_multiplier` default 2, `atr_period` default 14).
+    Caps on the cost: `min_position_size` (quote), `max_position_percentage` (% of balance),
+    `max_position_size` (quote), applied in that order. An unknown method, a missing, unknown
+    or out-of-range param raises `RegistrationError` naming every problem."""
+    _check_name("sizing", sizing_name)
+    schema = validate_sizing(sizing_name, method, params,
+                             min_position_size=min_position_size,
+                             max_position_percentage=max_position_percentage,
+                             max_position_size=max_position_size)
+    REGISTRY._add(REGISTRY.sizings, "sizing", sizing_name, schema)
     return schema
 
 

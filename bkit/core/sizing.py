@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 from bkit.core.candles import Candle
 from bkit.core.errors import RegistrationError
+from bkit.core.signals import ValidSignal
 
 SizingMethod = Literal["fixed", "fixed_percentage", "kelly", "atr"]
 SIZING_METHODS: tuple[str, ...] = ("fixed", "fixed_percentage", "kelly", "atr")
@@ -260,3 +262,126 @@ def atr(candles: Sequence[Candle], period: int = ATR_PERIOD) -> float | None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# --- what an entry's sizing needs, and the decision on those inputs ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SizingInputs:
+    """What the edges (the live tick, the backtest engine) read for one entry.
+
+    `balance` (quote currency) or `balance_problem` (why it could not be read);
+    `closed_pnls`: the key's closed trades' PnL (%), oldest first (Kelly only);
+    `atr` (price units) or `atr_problem` (ATR method only)."""
+
+    balance: float | None = None
+    balance_problem: str | None = None
+    closed_pnls: tuple[float, ...] = ()
+    atr: float | None = None
+    atr_problem: str | None = None
+
+
+def needs_balance(sizing: SizingSchema) -> bool:
+    """Every method sizes from the balance, except `fixed` without a `max_position_percentage`
+    cap (its cost and its absolute caps need no account)."""
+    return not (sizing.method == "fixed" and sizing.max_position_percentage is None)
+
+
+def needs_history(sizing: SizingSchema) -> bool:
+    """Kelly reads the key's closed trades."""
+    return sizing.method == "kelly"
+
+
+def needs_atr(sizing: SizingSchema) -> bool:
+    """The `atr` method reads candles of the strategy's interval."""
+    return sizing.method == "atr"
+
+
+def size_entry(sizing: SizingSchema, inputs: SizingInputs, price_open: float,
+               price_stop_loss: float) -> float | str:
+    """The cost (quote currency) of a new entry at `price_open` with stop `price_stop_loss`,
+    or why it is refused (an input could not be read, or `position_cost` cannot size).
+    The same function sizes the live tick's and the backtest's entries."""
+    name = sizing.sizing_name
+    if not needs_balance(sizing):
+        return apply_position_caps(sizing, sizing.params["cost"], math.nan)
+    if inputs.balance is None:
+        return f"sizing {name!r}: no balance to size from: {inputs.balance_problem or 'unknown'}"
+    if needs_atr(sizing) and inputs.atr is None:
+        return f"sizing {name!r}: no ATR: {inputs.atr_problem or 'unknown'}"
+    return position_cost(sizing, inputs.balance, price_open, price_stop_loss,
+                         closed_pnls=inputs.closed_pnls, atr=inputs.atr)
+
+
+def entry_sizer(sizing: SizingSchema, inputs: SizingInputs
+                ) -> Callable[[ValidSignal], float | str]:
+    """The state machine's sizer (`bkit.core.machine.Sizer`) over inputs read beforehand."""
+    def size(valid: ValidSignal) -> float | str:
+        return size_entry(sizing, inputs, valid.price_open, valid.price_stop_loss)
+    return size
+
+
+def notional_balance(start: float, realised_costs: Sequence[float], missing: str
+                     ) -> float | str:
+    """A notional account (signals only, backtests): `start` plus the realised `pnl_cost` of
+    the closed trades (quote currency, an exact sum whatever their order), or `missing`
+    when no starting balance is set (`start` ≤ 0)."""
+    if not (_is_number(start) and start > 0):
+        return missing
+    return start + math.fsum(realised_costs)
+
+
+def atr_candle_window(when: datetime, step_minutes: int, period: int) -> tuple[datetime, int]:
+    """(since, count) of the closed candles of `step_minutes` the ATR at `when` reads: the
+    `period + 1` buckets before the bucket that contains `when` (that one is still forming)."""
+    minute = int(when.timestamp() // 60)
+    current = minute - minute % step_minutes
+    since = datetime.fromtimestamp((current - (period + 1) * step_minutes) * 60, tz=UTC)
+    return since, period + 1
+
+
+def closed_window(candles: Sequence[Candle], when: datetime, step_minutes: int, period: int
+                  ) -> list[Candle]:
+    """The candles (of `step_minutes`) inside the ATR window at `when`, oldest first: open time
+    at or after its start and closed by `when` (open + step ≤ when). A feed that returns later
+    candles (a paper clock ahead of the tick) cannot leak them in."""
+    since, _count = atr_candle_window(when, step_minutes, period)
+    start_ms = int(since.timestamp()) * 1000
+    end_ms = (int(when.timestamp() // 60) * 60) * 1000
+    step_ms = step_minutes * 60_000
+    return sorted((c for c in candles if c.timestamp >= start_ms and
+                   c.timestamp + step_ms <= end_ms), key=lambda c: c.timestamp)
+
+
+def window_atr(candles: Sequence[Candle], when: datetime, step_minutes: int, period: int
+               ) -> float | str:
+    """ATR(`period`) at `when` over the closed candles of `step_minutes` in its window, or why
+    there is none (fewer than `period + 1` candles: a gap in the feed, the start of the data)."""
+    window = closed_window(candles, when, step_minutes, period)
+    value = atr(window, period)
+    if value is None:
+        return (f"ATR({period}) needs {period + 1} closed {step_minutes}m candles before "
+                f"{when.isoformat()}, got {len(window)}")
+    if not _is_number(value) or value <= 0:
+        return f"ATR({period}) at {when.isoformat()} is {value!r}, not a positive number"
+    return value
+
+
+def aggregate_minutes(candles: Sequence[Candle], step_minutes: int) -> list[Candle]:
+    """1m candles (oldest first) into buckets of `step_minutes` aligned on the epoch, as the
+    paper exchange and the venues aggregate: first open, highest high, lowest low, last close,
+    summed volume. Missing minutes are simply absent from their bucket."""
+    if step_minutes == 1:
+        return list(candles)
+    step_ms = step_minutes * 60_000
+    out: list[Candle] = []
+    for c in candles:
+        bucket = c.timestamp - c.timestamp % step_ms
+        if out and out[-1].timestamp == bucket:
+            prev = out[-1]
+            out[-1] = Candle(bucket, prev.open, max(prev.high, c.high), min(prev.low, c.low),
+                             c.close, prev.volume + c.volume)
+        else:
+            out.append(Candle(bucket, c.open, c.high, c.low, c.close, c.volume))
+    return out

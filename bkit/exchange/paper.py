@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bkit.clock import Clock
 from bkit.core.candles import CANDLE_INTERVAL_MINUTES, MINUTE_MS, Candle, parse_candles, to_ms
+from bkit.core.sizing import aggregate_minutes
 
 SAMPLE_CSV = "XRP_ETH-1m.csv"
 
@@ -84,22 +85,9 @@ class PaperExchange:
         last = bisect.bisect_left(times, now_ms - now_ms % step)  # open < current bucket start
         window = candles[first:last]
         if step != MINUTE_MS:
-            window = _aggregate(window, step)
+            window = aggregate_minutes(window, step // MINUTE_MS)
         window = [c for c in window if c.timestamp >= start_ms]
         return window[:limit]
-
-
-def _aggregate(candles: list[Candle], step_ms: int) -> list[Candle]:
-    out: list[Candle] = []
-    for c in candles:
-        bucket = c.timestamp - c.timestamp % step_ms
-        if out and out[-1].timestamp == bucket:
-            prev = out[-1]
-            out[-1] = Candle(bucket, prev.open, max(prev.high, c.high), min(prev.low, c.low),
-                             c.close, prev.volume + c.volume)
-        else:
-            out.append(Candle(bucket, c.open, c.high, c.low, c.close, c.volume))
-    return out
 
 
 def add_paper_exchange(exchange_name: str = "paper", *, clock: Clock | None = None,

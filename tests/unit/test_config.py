@@ -38,6 +38,7 @@ DEFAULTS = {
     "CC_LEVERAGE": 1,
     "CC_MARGIN_MODE": "isolated",
     "CC_STOP_LOSS_TRIGGER": "vwap",
+    "CC_SIZING_BALANCE": 0.0,
 }
 
 
