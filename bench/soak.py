@@ -33,7 +33,7 @@ from typing import Any
 
 import psutil
 import redis
-from sqlalchemy import String, cast, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -53,6 +53,18 @@ class SoakResult:
     closed: int
     kills: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    rss_start_mb: float | None = None
+    rss_end_mb: float | None = None
+
+
+def _rss_mb(workers: list[subprocess.Popen[bytes]]) -> float:
+    """Resident memory of the worker processes and their pool children (MB)."""
+    total = 0
+    for proc in workers:
+        with contextlib.suppress(psutil.Error):
+            main = psutil.Process(proc.pid)
+            total += sum(p.memory_info().rss for p in [main, *main.children(recursive=True)])
+    return total / 1e6
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -170,7 +182,13 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
     from bkit.settings import reset_settings
     from bkit.store.engine import dispose_all, get_engine, session_scope
     from bkit.store.migrations import upgrade
-    from bkit.store.tables import EventRecord, OrderIntent, PaperOrder, StrategySymbol
+    from bkit.store.tables import (
+        EventRecord,
+        OrderIntent,
+        PaperOrder,
+        StrategySymbol,
+        TickHistoryRecord,
+    )
     from bkit.testing.invariants import check_invariants
 
     reset_settings()
@@ -193,9 +211,14 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
     started = time.monotonic()
     deadline = started + 4 + market_hours * 3600 / speed
     next_kill = started + kill_every
+    rss_at = started + 0.1 * (deadline - started)
     try:
         while time.monotonic() < deadline:
             time.sleep(0.5)
+            if result.rss_start_mb is None and time.monotonic() >= rss_at:
+                result.rss_start_mb = _rss_mb(workers)
+            if deadline - time.monotonic() < 1.0 and result.rss_end_mb is None:
+                result.rss_end_mb = _rss_mb(workers)
             if time.monotonic() < next_kill:
                 continue
             next_kill = time.monotonic() + rng.uniform(0.5, 1.5) * kill_every
@@ -252,10 +275,9 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
     with session_scope(engine) as session:
         counts = dict(session.execute(select(EventRecord.action, func.count()).where(
             EventRecord.kind == "signal").group_by(EventRecord.action)).all())
-        # A tick's result event carries its duration; order confirmations' events do not.
-        result.ticks = session.execute(select(func.count()).select_from(EventRecord).where(
-            EventRecord.kind == "signal",
-            cast(EventRecord.payload, String).like('%"duration_ms"%'))).scalar_one()
+        # One compact tick-history row per completed tick (SPEC §13).
+        result.ticks = session.execute(select(func.count()).select_from(TickHistoryRecord)
+                                       ).scalar_one()
         intents = {i.client_order_id: i.status for i in session.execute(
             select(OrderIntent)).scalars()
             if not (i.kind == "stop" and i.status == "open")}  # a resting stop is fine
@@ -306,6 +328,9 @@ def main() -> None:
           f"tick_seconds={res.tick_seconds:g} wall={res.wall_seconds:.0f}s "
           f"ticks={res.ticks} opened={res.opened} closed={res.closed} kills={len(res.kills)} "
           f"violations={len(res.violations)}", flush=True)
+    if res.rss_start_mb is not None and res.rss_end_mb is not None:
+        print(f"worker RSS (2 workers with their pool children): {res.rss_start_mb:.0f} MB at "
+              f"10 % of the run, {res.rss_end_mb:.0f} MB at its end", flush=True)
     for violation in res.violations:
         print("VIOLATION:", violation)
     sys.exit(1 if res.violations else 0)
