@@ -55,7 +55,13 @@ from bkit.sizing_inputs import live_inputs
 from bkit.store import signal_rows
 from bkit.store.commands import mark_commands, pending_commands
 from bkit.store.engine import DatabaseUnavailableError, session_scope
-from bkit.store.event_log import count_errors, event_as_dict, notice_event
+from bkit.store.event_log import (
+    count_errors,
+    event_as_dict,
+    notice_event,
+    result_as_dict,
+    result_payload,
+)
 from bkit.store.keys import Claim, claim_statement, hand_back, is_halted, release_claim
 from bkit.store.outcomes import store_outcome
 from bkit.store.tables import (
@@ -138,6 +144,7 @@ class _Written:
     records: list[dict[str, Any]]
     intent_ids: list[int]
     restored: SignalRow | None
+    duration_ms: float | None = None
 
 
 def _claim(env: TickEnv, key_ids: Sequence[int], bucket: int
@@ -401,7 +408,8 @@ def _write_back(env: TickEnv, prepared: list[_Prepared], when: datetime, started
         # Lock discipline: every writer of a key's signal rows (ticks, the orders worker)
         # locks the key row first, so the key locks above also guard their signal rows.
         records = signal_rows.live_signals(session, ids)
-        stored: dict[int, tuple[TickOutcome, list[EventRecord], list[int], SignalRow | None]] = {}
+        stored: dict[int, tuple[TickOutcome, list[EventRecord], list[int], SignalRow | None,
+                                float]] = {}
         for p in prepared:
             key = keys.get(p.claim.key_id)
             if key is None or key.lease_owner != p.claim.owner or \
@@ -415,8 +423,9 @@ def _write_back(env: TickEnv, prepared: list[_Prepared], when: datetime, started
                                                 started)
         session.flush()
         written = {key_id: _Written(outcome, [event_as_dict(r) for r in added], intent_ids,
-                                    restored)
-                   for key_id, (outcome, added, intent_ids, restored) in stored.items()}
+                                    restored, duration)
+                   for key_id, (outcome, added, intent_ids, restored, duration)
+                   in stored.items()}
         _write_tick_rows(session, env, written)
     return written
 
@@ -425,18 +434,18 @@ def _write_tick_rows(session: Session, env: TickEnv, written: dict[int, _Written
     """The batch's compact history rows (one multi-row insert) and, while some process
     follows the log, its non-transition results for those listeners (SPEC §13, §9)."""
     if env.history_days > 0:
-        insert_history(session, [
-            history_row(key_id, done.outcome.result, done.records[0]["payload"].get(
-                "duration_ms")) for key_id, done in written.items()])
-    feed = [done.records[0]["payload"] | {"key_id": key_id}
-            for key_id, done in written.items() if done.outcome.result.action not in TRANSITIONS]
-    if feed and listeners_present(session):
-        insert_feed(session, feed, env.origin)
+        insert_history(session, [history_row(key_id, done.outcome.result, done.duration_ms)
+                                 for key_id, done in written.items()])
+    quiet = [(key_id, done) for key_id, done in written.items()
+             if done.outcome.result.action not in TRANSITIONS]
+    if quiet and listeners_present(session):
+        insert_feed(session, [result_payload(done.outcome.result, done.duration_ms)
+                              | {"key_id": key_id} for key_id, done in quiet], env.origin)
 
 
 def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol,
                record: SignalRecord | None, when: datetime, now: datetime, started: float
-               ) -> tuple[TickOutcome, list[EventRecord], list[int], SignalRow | None]:
+               ) -> tuple[TickOutcome, list[EventRecord], list[int], SignalRow | None, float]:
     """Apply the state machine to one locked key and add its rows to the session."""
     ctx = p.ctx
     row = None if record is None else signal_rows.to_core(record)
@@ -472,7 +481,7 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol
     key.ticks_total = (key.ticks_total or 0) + 1
     key.first_tick_at = key.first_tick_at or when
     key.last_action, key.last_price = outcome.result.action, outcome.result.current_price
-    return outcome, added, intent_ids, restored
+    return outcome, added, intent_ids, restored, duration_ms
 
 
 def _plan_order(session: Session, env: TickEnv, key: StrategySymbol, outcome: TickOutcome,
@@ -521,6 +530,9 @@ def _after_commit(env: TickEnv, p: _Prepared, done: _Written, when: datetime) ->
             except Exception:  # the relay re-sends it; the intent is safe in the outbox
                 log.warning("could not enqueue order intent %s", intent_id, exc_info=True)
     records = done.records
+    if outcome.result.action not in TRANSITIONS and events.has_listeners():
+        records = [result_as_dict(p.claim.key_id, outcome.result, env.origin,
+                                  done.duration_ms), *records]
     errors = run_callbacks(p.strategy.callbacks, calls, ctx, when)
     if errors:
         records = records + record_notices(env, p.claim.key_id, ctx, when, errors)

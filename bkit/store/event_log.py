@@ -13,15 +13,31 @@ from bkit.core.results import Notice, TickResult, jsonable
 from bkit.store.tables import EventRecord, StrategySymbol
 
 
-def result_event(key_id: int | None, result: TickResult, origin: str,
-                 duration_ms: float | None = None) -> EventRecord:
+def result_payload(result: TickResult, duration_ms: float | None = None) -> dict[str, Any]:
     payload = result.to_dict()
     if duration_ms is not None:
         payload["duration_ms"] = duration_ms
+    return payload
+
+
+def result_event(key_id: int | None, result: TickResult, origin: str,
+                 duration_ms: float | None = None) -> EventRecord:
     return EventRecord(key_id=key_id, kind="signal", action=result.action, symbol=result.symbol,
                        strategy_name=result.strategy_name, exchange_name=result.exchange_name,
                        signal_id=None if result.signal is None else result.signal.id,
-                       origin=origin, created_at=result.created_at, payload=payload)
+                       origin=origin, created_at=result.created_at,
+                       payload=result_payload(result, duration_ms))
+
+
+def result_as_dict(key_id: int | None, result: TickResult, origin: str,
+                   duration_ms: float | None = None) -> dict[str, Any]:
+    """What `event_as_dict(result_event(...))` gives, for a result that is not stored
+    (no ORM object made: this runs once per tick that has a listener)."""
+    return {"id": None, "kind": "signal", "action": result.action, "symbol": result.symbol,
+            "strategy_name": result.strategy_name, "exchange_name": result.exchange_name,
+            "signal_id": None if result.signal is None else result.signal.id, "message": "",
+            "created_at": result.created_at, "origin": origin,
+            "payload": result_payload(result, duration_ms)}
 
 
 def notice_event(key_id: int | None, notice: Notice, *, symbol: str | None,

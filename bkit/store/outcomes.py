@@ -77,8 +77,8 @@ def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: T
                   duration_ms: float | None = None, order_amount: float | None = None,
                   flush: bool = True) -> tuple[list[EventRecord], list[int]]:
     """Persist `outcome` for `key` (whose live signal row is `record`, or None). Returns the
-    event rows (the result's first: not added to the session unless it is a transition) and
-    the ids of new order intents. `flush=False` leaves the events to
+    event rows added (the result's, if it is a transition, then the notices) and the ids of
+    new order intents. `flush=False` leaves the events to
     the caller's flush (a batch flushes once, so its inserts go out together)."""
     assert key.id is not None
     row = outcome.signal
@@ -102,7 +102,6 @@ def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: T
 
     names = {"symbol": key.symbol, "strategy_name": key.strategy_name,
              "exchange_name": key.exchange_name, "when": when, "origin": origin}
-    result = result_event(key.id, outcome.result, origin, duration_ms)
     notices = [notice_event(key.id, n, **names) for n in outcome.notices]
     if outcome.finished:
         notices.append(notice_event(key.id, Notice("done", "stopped key finished"), **names))
@@ -115,11 +114,12 @@ def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: T
     if errors:  # the key row is locked and loaded: count on it, no extra statement
         key.errors_total = (key.errors_total or 0) + len(errors)
         key.last_error_at, key.last_error_message = when, errors[-1].message[:500]
-    # Only transitions stay in the event log (SPEC §13); an idle / active / waiting result
-    # is still returned, for this process's listeners, but not kept as a row.
-    kept = [result] if outcome.result.action in TRANSITIONS else []
-    records = [result, *notices]
-    session.add_all(kept + notices)
+    # Only transitions stay in the event log (SPEC §13); the tick's caller hands an idle /
+    # active / waiting result to listeners without a row (bkit.store.tick_history).
+    records = [result_event(key.id, outcome.result, origin, duration_ms)] \
+        if outcome.result.action in TRANSITIONS else []
+    records += notices
+    session.add_all(records)
     if flush:
         session.flush()
     return records, intent_ids

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
@@ -55,14 +55,14 @@ def history_row(key_id: int, result: TickResult, duration_ms: float | None
 
 def insert_history(session: Session, rows: list[dict[str, Any]]) -> None:
     """One multi-row insert for a batch's ticks (no ids come back: nobody needs them)."""
-    if rows:
-        session.execute(insert(TickHistoryRecord), rows)
+    if rows:  # Core, not the ORM's bulk path: executemany with multi-row VALUES
+        session.connection().execute(TickHistoryRecord.__table__.insert(), rows)  # type: ignore[attr-defined]
 
 
 def insert_feed(session: Session, payloads: list[dict[str, Any]], origin: str) -> None:
     if payloads:
         now = time.time()
-        session.execute(insert(TickFeedRecord), [
+        session.connection().execute(TickFeedRecord.__table__.insert(), [  # type: ignore[attr-defined]
             {"written_at": now, "origin": origin, "payload": p} for p in payloads])
 
 
