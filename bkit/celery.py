@@ -99,11 +99,9 @@ app = make_app()
 
 @signals.worker_process_init.connect
 def _reset_per_process(**_: Any) -> None:
-    from bkit.runtime import reset_runtime
     from bkit.store.engine import dispose_after_fork
 
-    dispose_after_fork()
-    reset_runtime()
+    dispose_after_fork()  # bkit.runtime drops its environments on the same signal
     try:
         from bkit.exchange.ccxt_exchange import reset_clients
     except ImportError:  # pragma: no cover
@@ -115,7 +113,7 @@ def _reset_per_process(**_: Any) -> None:
 def _import_strategies(**_: Any) -> None:
     """Workers import the user's strategy modules at start; a broken module stops the worker
     with a message naming it, instead of failing every tick later."""
-    from bkit.runtime import StrategyImportError, import_strategy_modules
+    from bkit.strategy_modules import StrategyImportError, import_strategy_modules
 
     try:
         imported = import_strategy_modules()
