@@ -15,6 +15,7 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from bkit.clock import clock_from_settings
+from bkit.expired_tasks import install_expired_task_summary
 from bkit.settings import Settings, get_settings
 
 log = logging.getLogger("bkit.celery")
@@ -95,6 +96,7 @@ def make_app(settings: Settings | None = None) -> Celery:
 
 
 app = make_app()
+install_expired_task_summary()
 
 
 @signals.worker_process_init.connect
