@@ -1,7 +1,8 @@
 """Backtest speed (SPEC §12, issue 13), on one core:
 
 1. the bench strategy (15m interval, market long entries, TP/SL 0.4 % away, 120-minute limit)
-   over the UNITTEST_BTC candles, 14,388 minutes: simulated minutes per wall second for the
+   over the UNITTEST_BTC candles shipped in bkit/data (3,315 minutes; BKIT_BENCH_CANDLES
+   names a longer file): simulated minutes per wall second for the
    engine (candles in memory), for a whole run from the disk cache, and for the first run
    (candles read through the exchange's get_candles and cached);
 2. `Live.tick` replaying the same strategy minute by minute on SQLite, over a sample;
@@ -38,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-#: The full UNITTEST_BTC sample (13,681 candles over 14,397 minutes); bkit/data ships its
-#: first 3,000 candles.
-FULL_BTC = REPO / "tests" / "unit" / "data" / "UNITTEST_BTC-1m.csv"
-SHIPPED_BTC = REPO / "bkit" / "data" / "UNITTEST_BTC-1m.csv"
+#: The candles the bench replays: the 3,000 UNITTEST_BTC candles shipped in bkit/data (3,315
+#: minutes), or a longer CSV of the same columns named by BKIT_BENCH_CANDLES (the full
+#: 13,681-candle freqtrade sample spans 14,397 minutes).
+BENCH_BTC = Path(os.environ.get("BKIT_BENCH_CANDLES")
+                 or REPO / "bkit" / "data" / "UNITTEST_BTC-1m.csv")
 YEAR_MINUTES = 365 * 1440
 
 
@@ -62,8 +64,7 @@ def setup(home: Path) -> tuple[Any, Any]:
     from bkit.clock import ManualClock
     from bkit.exchange.paper import add_paper_exchange, load_csv
 
-    path = FULL_BTC if FULL_BTC.exists() else SHIPPED_BTC
-    candles = load_csv(path, "UNITTEST/BTC")
+    candles = load_csv(BENCH_BTC, "UNITTEST/BTC")
     clock = ManualClock(candles[-1].opened_at + timedelta(minutes=1))
     add_paper_exchange("bench", clock=clock, series={"UNITTEST/BTC": candles})
     # TP/SL 0.4 % away is below the default minimum distances of 0.5 %.
@@ -213,8 +214,7 @@ def register_worker_bench(runs: int) -> list[str]:
     names = [f"bench-w{i}" for i in range(runs)]
     if "bench" in REGISTRY.exchanges:
         return names
-    path = FULL_BTC if FULL_BTC.exists() else SHIPPED_BTC
-    candles = load_csv(path, "UNITTEST/BTC")
+    candles = load_csv(BENCH_BTC, "UNITTEST/BTC")
     add_paper_exchange("bench", clock=ManualClock(candles[-1].opened_at + timedelta(minutes=1)),
                        series={"UNITTEST/BTC": candles})
     set_config(CC_MIN_TAKEPROFIT_DISTANCE_PERCENT=0.4, CC_MIN_STOPLOSS_DISTANCE_PERCENT=0.4)

@@ -140,11 +140,7 @@ def _reads(engine: Any, key_symbol: str) -> dict[str, float]:
 
     from bkit.live import Live
     from bkit.metrics import make_registry
-
-    try:
-        from bkit.ops.admin import key_statuses
-    except ImportError:  # before the operator tooling moved under bkit/ops
-        from bkit.admin import key_statuses  # type: ignore[no-redef]
+    from bkit.ops.admin import key_statuses
     registry = make_registry(lambda: engine)
 
     def select_one() -> None:

@@ -15,6 +15,7 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from bkit.clock import clock_from_settings
+from bkit.expired_tasks import install_expired_task_summary
 from bkit.settings import Settings, get_settings
 
 log = logging.getLogger("bkit.celery")
@@ -98,15 +99,14 @@ def make_app(settings: Settings | None = None) -> Celery:
 
 
 app = make_app()
+install_expired_task_summary()
 
 
 @signals.worker_process_init.connect
 def _reset_per_process(**_: Any) -> None:
-    from bkit.runtime import reset_runtime
     from bkit.store.engine import dispose_after_fork
 
-    dispose_after_fork()
-    reset_runtime()
+    dispose_after_fork()  # bkit.runtime drops its environments on the same signal
     try:
         from bkit.exchange.ccxt_exchange import reset_clients
     except ImportError:  # pragma: no cover
@@ -118,7 +118,7 @@ def _reset_per_process(**_: Any) -> None:
 def _import_strategies(**_: Any) -> None:
     """Workers import the user's strategy modules at start; a broken module stops the worker
     with a message naming it, instead of failing every tick later."""
-    from bkit.runtime import StrategyImportError, import_strategy_modules
+    from bkit.strategy_modules import StrategyImportError, import_strategy_modules
 
     try:
         imported = import_strategy_modules()

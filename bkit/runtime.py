@@ -1,16 +1,18 @@
-"""The per-process runtime: settings → engine, clock, tick environment, strategy modules."""
+"""The per-process runtime: settings → engine, clock, tick and orders environments, and the
+task sends they make. `bkit.celery` does not import this module (it would be a circle: the
+sends need the app); the environments are rebuilt after a fork by their pid check, and
+`worker_process_init` drops them as well."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import sys
 import threading
+
+from celery import signals
 
 from bkit.broker.registry import broker_for
 from bkit.clock import clock_from_settings
-from bkit.core.errors import BkitError
 from bkit.orders import OrdersEnv
 from bkit.settings import get_settings
 from bkit.store.engine import get_engine
@@ -20,35 +22,6 @@ from bkit.ticking import TickEnv
 log = logging.getLogger("bkit.runtime")
 _env: tuple[int, TickEnv] | None = None
 _lock = threading.Lock()
-_imported: set[str] = set()
-
-
-class StrategyImportError(BkitError):
-    """A module named in BKIT_STRATEGIES could not be imported."""
-
-
-def import_strategy_modules(modules: list[str] | None = None) -> list[str]:
-    """Import the user's strategy modules (BKIT_STRATEGIES) once per process.
-
-    The current directory is put on sys.path so `BKIT_STRATEGIES=my_strategies` works from
-    a project folder. A failing module raises `StrategyImportError` naming it and the cause.
-    """
-    names = get_settings().strategy_modules if modules is None else modules
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    done = []
-    for name in names:
-        if name in _imported:
-            continue
-        try:
-            importlib.import_module(name)
-        except Exception as exc:
-            raise StrategyImportError(
-                f"cannot import strategy module {name!r} (BKIT_STRATEGIES): "
-                f"{type(exc).__name__}: {exc}") from exc
-        _imported.add(name)
-        done.append(name)
-    return done
 
 
 def intent_label(intent_id: int) -> str:
@@ -95,7 +68,13 @@ def tick_env() -> TickEnv:
     return _env[1]
 
 
+@signals.worker_process_init.connect
+def _reset_after_fork(**_: object) -> None:
+    reset_runtime()
+
+
 def reset_runtime() -> None:
+    """Drop this process's tick and orders environments (rebuilt on next use)."""
     global _env, _orders_env
     _env = None
     _orders_env = None

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     replay_start: datetime | None = None
     replay_speed: float = 60.0
     replay_epoch: datetime | None = None
+    #: Stepped replay (`bkit demo`): market now is read from this file, which the driver
+    #: moves a minute at a time once every key ticked (no epoch; speed paces the beat).
+    replay_clock_file: Path | None = None
     #: Paper exchange candles: a CSV path (default: the sample shipped in bkit/data).
     paper_candles: str | None = None
 

@@ -74,8 +74,8 @@ def add_backtest_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _registry(modules: list[str]) -> object:
-    from bkit.admin import load_registry
-    from bkit.runtime import import_strategy_modules
+    from bkit.ops.admin import load_registry
+    from bkit.strategy_modules import import_strategy_modules
 
     if modules:
         import_strategy_modules(modules)
@@ -83,7 +83,6 @@ def _registry(modules: list[str]) -> object:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from bkit.admin import resolve_exchange
     from bkit.backtest import FRAMES
     from bkit.backtest.batch import (
         Progress,
@@ -97,6 +96,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from bkit.backtest.results import merged_html, merged_markdown, rank
     from bkit.core.errors import BkitError
     from bkit.core.registry import REGISTRY
+    from bkit.ops.admin import resolve_exchange
 
     try:
         _registry(args.module)

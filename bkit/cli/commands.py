@@ -1,4 +1,4 @@
-"""The admin commands of `bkit`: they call `bkit.admin` and print tables (or JSON)."""
+"""The admin commands of `bkit`: they call `bkit.ops.admin` and print tables (or JSON)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from bkit.cli.output import EXIT_ERROR, EXIT_OK, format_table, say
 from bkit.core.errors import UnknownNameError
 
 if TYPE_CHECKING:
-    from bkit.admin import KeyStatus
+    from bkit.ops.admin import KeyStatus
 
 
 def _when(moment: datetime | None) -> str | None:
@@ -42,7 +42,7 @@ def _json(value: object) -> str:
 
 
 def _symbols(args: argparse.Namespace) -> list[str] | None:
-    from bkit.admin import UnknownTargetError
+    from bkit.ops.admin import UnknownTargetError
 
     if args.all and args.symbols:
         raise UnknownTargetError("pass symbols or --all, not both")
@@ -53,7 +53,7 @@ def _symbols(args: argparse.Namespace) -> list[str] | None:
 
 
 def _print_changes(report: object, verb: str) -> int:
-    from bkit.admin import ChangeReport
+    from bkit.ops.admin import ChangeReport
 
     assert isinstance(report, ChangeReport)
     for change in report.changes:
@@ -67,7 +67,7 @@ def _print_changes(report: object, verb: str) -> int:
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
-    from bkit.admin import load_registry, strategies_overview
+    from bkit.ops.admin import load_registry, strategies_overview
 
     registry = load_registry()
     infos = strategies_overview(registry=registry)
@@ -88,7 +88,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
-    from bkit.admin import enable_keys, load_registry
+    from bkit.ops.admin import enable_keys, load_registry
 
     report = enable_keys(args.strategy, args.symbols, args.exchange, actor=args.actor,
                          registry=load_registry(), explicit_cost=args.explicit_cost)
@@ -96,7 +96,7 @@ def cmd_enable(args: argparse.Namespace) -> int:
 
 
 def cmd_set_status(args: argparse.Namespace) -> int:
-    from bkit.admin import change_status, load_registry
+    from bkit.ops.admin import change_status, load_registry
 
     report = change_status(args.strategy, _symbols(args), args.status, args.exchange,
                            actor=args.actor, force=getattr(args, "force", False),
@@ -105,8 +105,8 @@ def cmd_set_status(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bkit.admin import halt_state, key_statuses
-    from bkit.runtime import StrategyImportError, import_strategy_modules
+    from bkit.ops.admin import halt_state, key_statuses
+    from bkit.strategy_modules import StrategyImportError, import_strategy_modules
 
     try:  # the status is read from the database; a broken module is still an error
         import_strategy_modules()
@@ -157,7 +157,7 @@ def _error_cell(k: KeyStatus) -> str | None:
 
 
 def cmd_errors(args: argparse.Namespace) -> int:
-    from bkit.admin import recent_errors
+    from bkit.ops.admin import recent_errors
 
     since = None
     if args.since:
@@ -192,7 +192,7 @@ def _live(k: KeyStatus) -> str | None:
 
 
 def cmd_position(args: argparse.Namespace) -> int:
-    from bkit.admin import queue_position_command
+    from bkit.ops.admin import queue_position_command
 
     if args.command == "partial":
         name, value = ("partial_loss" if args.loss else "partial_profit"), args.percent
@@ -211,7 +211,7 @@ def cmd_position(args: argparse.Namespace) -> int:
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    from bkit.admin import load_registry, resolve_exchange
+    from bkit.ops.admin import load_registry, resolve_exchange
     from bkit.ops.resolve import resolve_stuck
     from bkit.store.engine import get_engine
 
@@ -224,7 +224,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from bkit.admin import load_registry
+    from bkit.ops.admin import load_registry
     from bkit.reconcile import reconcile
     from bkit.runtime import orders_env
 
@@ -257,7 +257,7 @@ def cmd_venue(args: argparse.Namespace) -> int:
 
 
 def cmd_halt(args: argparse.Namespace) -> int:
-    from bkit.admin import set_halt
+    from bkit.ops.admin import set_halt
 
     halted = args.command == "halt"
     changed = set_halt(halted, actor=args.actor, reason=getattr(args, "reason", "") or "")
@@ -267,7 +267,7 @@ def cmd_halt(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bkit.admin import build_report, load_registry, render_report
+    from bkit.ops.admin import build_report, load_registry, render_report
     from bkit.report import write_html
 
     merged, per_key = build_report(args.strategy, args.symbols or None, args.exchange,
@@ -287,7 +287,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
-    from bkit.flower_config import exec_flower, flower_env
+    from bkit.ops.flower_config import exec_flower, flower_env
     from bkit.settings import get_settings
 
     env = flower_env(os.environ, no_auth=args.no_auth, embedded=get_settings().embedded)
@@ -342,10 +342,10 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_worker(celery_args: list[str]) -> int:
     """`bkit worker ARGS…`: `celery -A bkit worker ARGS…` under the watchdog
-    (bkit.supervisor); exits with the worker's code, or 3 when the watchdog killed it."""
+    (bkit.ops.supervisor); exits with the worker's code, or 3 when the watchdog killed it."""
     import logging
 
-    from bkit.supervisor import WorkerSupervisor, settings_from_env
+    from bkit.ops.supervisor import WorkerSupervisor, settings_from_env
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/bkit worker] "
                         "%(message)s")

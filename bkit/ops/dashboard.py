@@ -52,8 +52,8 @@ class DashboardConfigError(BkitError):
 def dashboard_state(engine: Engine, *, now: datetime | None = None) -> dict[str, Any]:
     """Everything the page shows, as JSON-ready data. Prices in quote currency, PnL in % of
     the entry cost (after fees and slippage) and in quote currency, times ISO 8601 UTC."""
-    from bkit.admin import halt_state
     from bkit.notify.messages import scrub, secret_values
+    from bkit.ops.admin import halt_state
 
     secrets = secret_values(os.environ)
     with session_scope(engine) as session:

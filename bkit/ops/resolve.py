@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from bkit import events
-from bkit.admin import AdminError, UnknownTargetError, _admin_event
 from bkit.core.candles import floor_to_minute
 from bkit.core.machine import KeyContext
 from bkit.core.order_outcomes import close_as_gone, retry_stuck
 from bkit.core.registry import get_config
+from bkit.ops.admin import AdminError, UnknownTargetError, _admin_event
 from bkit.store import signal_rows
 from bkit.store.engine import session_scope
 from bkit.store.event_log import event_as_dict

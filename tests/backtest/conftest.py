@@ -31,11 +31,11 @@ from bkit.store.engine import dispose_all
 def _reset() -> None:
     import sys
 
-    from bkit import runtime
+    from bkit import strategy_modules
 
     # The CLI tests import their strategy module by name: import it afresh each time.
     sys.modules.pop("tests.backtest.cli_strategies", None)
-    runtime._imported.discard("tests.backtest.cli_strategies")
+    strategy_modules._imported.discard("tests.backtest.cli_strategies")
     REGISTRY.clear()
     FRAMES.clear()
     reset_config()

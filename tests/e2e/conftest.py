@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bkit.testing import FakeExchange, read_candles_csv
+from bkit.testing import FakeExchange
 from tests.integration.conftest import (  # noqa: F401 - shared fixtures
     REPO,
     clean_process_state,
@@ -15,6 +15,7 @@ from tests.integration.conftest import (  # noqa: F401 - shared fixtures
     pg_url,
     redis_broker_url,
 )
+from tests.real_candles import UNITTEST_BTC_CSV, XRP_ETH_CSV, real_candles
 
 SYMBOLS = ("XRP/ETH", "UNITTEST/BTC")
 
@@ -23,8 +24,8 @@ SYMBOLS = ("XRP/ETH", "UNITTEST/BTC")
 def fake() -> Iterator[FakeExchange]:
     """The fake binance server serving both shipped samples; the 2017 series is shifted to
     start with the 2019 one so one replay clock drives both (prices and gaps untouched)."""
-    xrp = read_candles_csv(REPO / "bkit/data/XRP_ETH-1m.csv")
-    btc = read_candles_csv(REPO / "bkit/data/UNITTEST_BTC-1m.csv")
+    xrp = real_candles(XRP_ETH_CSV)
+    btc = real_candles(UNITTEST_BTC_CSV)
     shift = xrp[0].timestamp - btc[0].timestamp
     with FakeExchange() as server:
         server.load_candles("XRP/ETH", xrp)

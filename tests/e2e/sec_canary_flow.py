@@ -42,8 +42,9 @@ from bkit.live import Live
 from bkit.settings import reset_settings
 from bkit.store.engine import dispose_all, get_engine, session_scope
 from bkit.store.tables import EventRecord, OrderIntent
-from bkit.testing import FakeExchange, read_candles_csv
+from bkit.testing import FakeExchange
 from bkit.testing.fake_exchange import ORDER_PATH, Fault
+from tests.real_candles import XRP_ETH_CSV, real_candles
 
 REPO = Path(__file__).resolve().parents[2]
 BKIT = Path(sys.executable).parent / "bkit"
@@ -274,7 +275,7 @@ def run_canary_flow(home: Path) -> Surfaces:
     broker = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
     broker.flushdb()
     fake = FakeExchange().start()
-    fake.load_candles(SYMBOL, read_candles_csv(REPO / "bkit/data/XRP_ETH-1m.csv"))
+    fake.load_candles(SYMBOL, real_candles(XRP_ETH_CSV))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BKIT_", "FLOWER_"))}
     env.update({
         "BKIT_HOME": str(home), "BKIT_DATABASE_URL": database_url,

@@ -26,13 +26,13 @@ from bkit.store.engine import dispose_all, get_engine, session_scope
 from bkit.store.keys import ensure_key
 from bkit.store.migrations import upgrade
 from bkit.store.tables import EventRecord, OrderIntent, TickHistoryRecord
-from bkit.testing import read_candles_csv
 from bkit.testing.invariants import check_invariants
 from bkit.testing.ledger import venue_problems
 from bkit.testing.tcp_proxy import TcpProxy
 from bkit.venue import Venue
 from tests.e2e.conftest import SYMBOLS
-from tests.integration.conftest import REPO, Runtime, wait_until
+from tests.integration.conftest import Runtime, wait_until
+from tests.real_candles import UNITTEST_BTC_CSV, XRP_ETH_CSV, real_candles
 
 pytestmark = pytest.mark.integration
 WORKER = ("-Q", "ticks,orders,maint", "-B")
@@ -45,8 +45,8 @@ def fake() -> Iterator[Venue]:
     """The crash matrix trades on the venue model, not the kind fake: balances, the buy fee
     taken in the coin bought, step sizes and minimum notionals, a lookup lag after every
     acceptance; the replay clock (set in `_start`) drives its prices."""
-    xrp = read_candles_csv(REPO / "bkit/data/XRP_ETH-1m.csv")
-    btc = read_candles_csv(REPO / "bkit/data/UNITTEST_BTC-1m.csv")
+    xrp = real_candles(XRP_ETH_CSV)
+    btc = real_candles(UNITTEST_BTC_CSV)
     shift = xrp[0].timestamp - btc[0].timestamp
     with Venue(balances=INITIAL) as venue:
         venue.load_candles("XRP/ETH", xrp)

@@ -7,7 +7,6 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,10 +15,10 @@ import sqlalchemy as sa
 
 from bkit.core.candles import Candle
 from bkit.exchange import MARKETS_DIR, CcxtExchange
-from bkit.testing import FakeExchange, read_candles_csv
+from bkit.testing import FakeExchange
 from bkit.testing.tcp_proxy import TcpProxy, free_port
+from tests.real_candles import UNITTEST_BTC_CSV, XRP_ETH_CSV, real_candles
 
-DATA = Path(__file__).parent / "data"
 EXCHANGE_NAME = "fake-binance"
 API_KEY = "test-key-0123456789"
 SECRET = "test-secret-0123456789"
@@ -32,13 +31,13 @@ POSTGRES_URL = os.environ.get("BKIT_TEST_POSTGRES_URL",
 @pytest.fixture(scope="session")
 def xrp_candles() -> list[Candle]:
     """XRP/ETH, 2,469 real 1m candles with 676 gaps."""
-    return read_candles_csv(DATA / "XRP_ETH-1m.csv")
+    return real_candles(XRP_ETH_CSV)
 
 
 @pytest.fixture(scope="session")
 def btc_candles() -> list[Candle]:
     """UNITTEST/BTC, 3,000 real 1m candles with 203 gaps."""
-    return read_candles_csv(DATA / "UNITTEST_BTC-1m.csv")
+    return real_candles(UNITTEST_BTC_CSV)
 
 
 @pytest.fixture

@@ -21,9 +21,10 @@ from bkit.broker import Broker
 from bkit.live import Live
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.tables import EventRecord, OrderIntent, RiskSlot, SignalRecord
-from bkit.testing import FakeExchange, read_candles_csv
+from bkit.testing import FakeExchange
 from bkit.testing.fake_exchange import ORDER_PATH, Fault
-from tests.integration.conftest import REPO, Runtime, wait_until
+from tests.integration.conftest import Runtime, wait_until
+from tests.real_candles import XRP_ETH_CSV, real_candles
 
 pytestmark = pytest.mark.integration
 START = datetime(2019, 10, 11, 1, 0, tzinfo=UTC)
@@ -33,7 +34,7 @@ SYMBOL, STRATEGY, EXCHANGE = "XRP/ETH", "ord-long", "fakebin"
 @pytest.fixture
 def fake() -> Iterator[FakeExchange]:
     with FakeExchange() as server:
-        server.load_candles(SYMBOL, read_candles_csv(REPO / "bkit/data/XRP_ETH-1m.csv"))
+        server.load_candles(SYMBOL, real_candles(XRP_ETH_CSV))
         yield server
 
 

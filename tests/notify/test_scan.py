@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from bkit.admin import set_halt
 from bkit.core.results import Notice
 from bkit.live import Live
 from bkit.notify import AppriseSender, scan_events
 from bkit.notify.scan import CURSOR_KEY, OUTBOX_KEY
 from bkit.notify.sender import notify_targets
+from bkit.ops.admin import set_halt
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.event_log import notice_event
 from bkit.store.migrations import upgrade

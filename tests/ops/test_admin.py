@@ -1,4 +1,4 @@
-"""`bkit.admin` on a real PostgreSQL database: key changes, their event records, refusals that
+"""`bkit.ops.admin` on a real PostgreSQL database: key changes, their event records, refusals that
 change nothing, drain/pause semantics through real ticks, the halt switch and key status."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from bkit import admin
 from bkit.core.registry import REGISTRY
 from bkit.live import Live
+from bkit.ops import admin
 from bkit.store.engine import session_scope
 from bkit.store.keys import is_halted
 from bkit.store.tables import BkitSetting, EventRecord, StrategySymbol

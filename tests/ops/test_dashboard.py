@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 
-from bkit import admin
 from bkit.cli.dashboard import add_dashboard_command
 from bkit.core.pnl import compute_pnl
 from bkit.core.registry import get_config
 from bkit.live import Live
+from bkit.ops import admin
 from bkit.ops.dashboard import DashboardConfigError, DashboardServer, make_server
 from bkit.store.engine import session_scope
 from bkit.store.tables import SignalRecord, TickHistoryRecord

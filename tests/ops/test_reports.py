@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bkit import admin
 from bkit.live import Live
+from bkit.ops import admin
 from bkit.report.markdown import statistic_rows
 from tests.ops.conftest import OpsEnv
 from tests.ops.strategies_ops import EXCHANGE, START, STRATEGY

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import redis
 
-from bkit.supervisor import EXIT_WEDGED, node_name
+from bkit.ops.supervisor import EXIT_WEDGED, node_name
 from tests.ops.conftest import BKIT, REPO, OpsEnv, wait_until
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +23,10 @@ from bkit.core.machine import (
     wants_signal,
 )
 from bkit.core.registry import get_config, reset_config
+from tests.real_candles import REAL_CANDLES_DIR
 from tests.unit.spec_oracle import spec_pnl
 
-DATA = Path(__file__).parent / "data"
+DATA = REAL_CANDLES_DIR
 LIFETIME = 120  # minutes
 
 

@@ -158,7 +158,7 @@ def _engine(engine: Engine | None) -> Engine:
 def load_registry() -> Registry:
     """Import the strategy modules of BKIT_STRATEGIES (once per process) and return the
     registry they filled. A broken module raises `StrategyImportError` naming it."""
-    from bkit.runtime import import_strategy_modules
+    from bkit.strategy_modules import import_strategy_modules
 
     import_strategy_modules()
     return REGISTRY
