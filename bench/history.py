@@ -139,8 +139,8 @@ def _reads(engine: Any, key_symbol: str) -> dict[str, float]:
     from sqlalchemy import text
 
     from bkit.live import Live
-    from bkit.metrics import make_registry
     from bkit.ops.admin import key_statuses
+    from bkit.ops.metrics import make_registry
     registry = make_registry(lambda: engine)
 
     def select_one() -> None:

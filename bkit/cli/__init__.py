@@ -77,11 +77,11 @@ def _position_commands(sub: argparse._SubParsersAction, actor: argparse.Argument
 
 
 def _admin_commands(sub: argparse._SubParsersAction) -> None:
-    from bkit.metrics import DEFAULT_ADDRESS as METRICS_ADDRESS
-    from bkit.metrics import DEFAULT_PORT as METRICS_PORT
     from bkit.ops.admin import default_actor
     from bkit.ops.flower_config import DEFAULT_ADDRESS as FLOWER_ADDRESS
     from bkit.ops.flower_config import DEFAULT_PORT as FLOWER_PORT
+    from bkit.ops.metrics import DEFAULT_ADDRESS as METRICS_ADDRESS
+    from bkit.ops.metrics import DEFAULT_PORT as METRICS_PORT
 
     actor = argparse.ArgumentParser(add_help=False)
     actor.add_argument("--actor", default=default_actor(),

@@ -299,7 +299,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
 def cmd_metrics(args: argparse.Namespace) -> int:
     import threading
 
-    from bkit.metrics import serve_metrics
+    from bkit.ops.metrics import serve_metrics
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from bkit.live import Live
-from bkit.metrics import start_metrics_server
 from bkit.ops import admin
+from bkit.ops.metrics import start_metrics_server
 from bkit.store.engine import make_engine, session_scope
 from bkit.store.tables import OrderIntent, SignalRecord, StrategySymbol
 from tests.ops.conftest import BKIT, REPO, OpsEnv, free_port, stop_process, wait_until

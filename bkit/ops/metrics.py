@@ -45,7 +45,7 @@ from bkit.store.engine import get_engine, session_scope
 from bkit.store.keys import KEY_STATUSES, is_halted
 from bkit.store.tables import OrderIntent, SignalRecord, StrategySymbol
 
-log = logging.getLogger("bkit.metrics")
+log = logging.getLogger("bkit.ops.metrics")
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_PORT = 9808
 KEY_LABELS = ("strategy", "exchange", "symbol")
