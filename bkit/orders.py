@@ -307,9 +307,8 @@ def _size_command(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> f
     """
     row = _waiting_row(env, intent)
     if row is None:
-        _release(env, intent, "canceled", enqueue=False,
-                 error="superseded: the signal no longer waits for this order")
-        return "superseded"
+        return _superseded(env, intent, "the position closed first (its protective stop "
+                           "filled, or it was resolved) before this order was sent")
     try:
         rules = broker.rules(intent.symbol)
         if intent.kind == "dca":
@@ -376,16 +375,23 @@ def _clear_stops(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, *,
     with session_scope(env.engine) as session:
         record = signal_rows.find_signal(session, intent.key_id, intent.signal_id)
         state = None if record is None else record.state
-        command = None if record is None else (record.extra or {}).get("command")
-        if state != expect and intent.kind in ("partial", "dca") and isinstance(command, dict):
-            settle_commands(session, [(int(command["id"]), "refused", f"{command['name']} "
-                                       "not sent: the protective stop closed the position "
-                                       "first")], datetime.now(UTC))
     if state != expect:  # the stop closed it: this order is not needed
-        _release(env, intent, "canceled", enqueue=False,
-                 error="superseded: the protective stop closed the position")
-        return "superseded"
+        return _superseded(env, intent, "the protective stop closed the position")
     return None
+
+
+def _superseded(env: OrdersEnv, intent: OrderIntent, why: str) -> str:
+    """The signal no longer waits for this order (never sent): it is cancelled on the
+    outbox, and a position command's order marks its command refused, with the reason."""
+    with session_scope(env.engine) as session:
+        record = signal_rows.find_signal(session, intent.key_id, intent.signal_id)
+        command = None if record is None else (record.extra or {}).get("command")
+        if intent.kind in ("partial", "dca") and isinstance(command, dict):
+            settle_commands(session, [(int(command["id"]), "refused",
+                                       f"{command['name']} not sent: {why}")],
+                            datetime.now(UTC))
+    _release(env, intent, "canceled", enqueue=False, error=f"superseded: {why}")
+    return "superseded"
 
 
 def _reprotect(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker | None) -> bool:
