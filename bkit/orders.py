@@ -222,6 +222,7 @@ def _send(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
     intent.not_found_looks = 0
     try:
         crash_point("submit.before_send")
+        crash_point(f"submit.{intent.kind}.before_send")  # one kind only (crash tests)
         if intent.kind == "stop":
             answer = _place_stop(env, intent, broker, amount)
         else:
@@ -229,6 +230,7 @@ def _send(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
                                   intent.client_order_id,
                                   kind=_BROKER_KIND.get(intent.kind, intent.kind))
         crash_point("submit.after_send")
+        crash_point(f"submit.{intent.kind}.after_send")
     except DefinitiveExchangeError as exc:
         if exc.kind == "duplicate_order":  # an order with this id is open: look at it
             _release(env, intent, "unknown", delay=1, error=str(exc))

@@ -234,6 +234,8 @@ def run_ticks(env: TickEnv, key_ids: Sequence[int], bucket: int, *,
     crash_point("tick.before_writeback")
     written, error = _write_back_each(env, prepared, when, started)
     crash_point("tick.after_commit")
+    if any(w.outcome.command_results and w.outcome.order for w in written.values()):
+        crash_point("tick.after_commit.command")  # a position command's tick (crash tests)
     for p in prepared:
         done = written.get(p.claim.key_id)
         if done is None:
