@@ -205,7 +205,9 @@ class LiveApi:
         return self._commit(symbol, strategy_name, exchange_name, "average_buy", cost)
 
     def command_status(self, command_id: int) -> tuple[str, str | None]:
-        """(pending | accepted | refused, the message) of a position command."""
+        """(pending | accepted | refused, the message) of a position command. With a broker
+        a partial or a DCA stays `accepted` while its order is at the venue, then becomes
+        `filled` (what filled, at what average price) or `refused` (the venue's reason)."""
         return command_status(self._engine(), command_id)
 
     def _commit(self, symbol: str, strategy_name: str, exchange_name: str, name: str,
