@@ -51,6 +51,7 @@ from bkit.core.order_outcomes import (
 )
 from bkit.core.orders import (
     FINAL_STATUSES,
+    MarketRules,
     SettleState,
     VenueOrder,
     base_fee,
@@ -276,12 +277,24 @@ def _size_exit(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> floa
         return _refused(env, intent, "no position amount is known for this signal")
     try:
         rules = broker.rules(intent.symbol)
+    except ExchangeError as exc:  # market rules unreadable: nothing was sent, try again
+        return _cannot_tell(env, intent, "pending", exc, counts_as_look=False)
+    return _within_free(env, intent, broker, rules, position, held, "nothing sellable sent")
+
+
+def _within_free(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker,
+                 rules: MarketRules, position: str | None, wanted: float,
+                 refusal: str) -> float | str:
+    """`min(wanted, free balance)` floored to the step (SPEC §8; a short owes, its free
+    balance is not the limit): what an order that reduces a position may sell (base units).
+    A string is what happened instead (nothing sellable: refused with `refusal`)."""
+    try:
         free = broker.free_balance(rules.base) if position == "long" else float("inf")
     except ExchangeError as exc:  # a balance read that failed proves nothing
         return _cannot_tell(env, intent, "pending", exc, counts_as_look=False)
-    size = exit_size(held, free, intent.price, rules)
+    size = exit_size(wanted, free, intent.price, rules)
     if size.problem is not None:
-        return _refused(env, intent, f"nothing sellable sent: {size.problem}")
+        return _refused(env, intent, f"{refusal}: {size.problem}")
     return size.amount
 
 
@@ -331,14 +344,7 @@ def _size_command(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> f
         return waiting
     if intent.kind == "dca":
         return wanted
-    try:
-        free = broker.free_balance(rules.base) if row.position == "long" else float("inf")
-    except ExchangeError as exc:  # a balance read that failed proves nothing
-        return _cannot_tell(env, intent, "pending", exc, counts_as_look=False)
-    size = exit_size(wanted, free, intent.price, rules)
-    if size.problem is not None:
-        return _refused(env, intent, f"nothing sent: {size.problem}")
-    return size.amount
+    return _within_free(env, intent, broker, rules, row.position, wanted, "nothing sent")
 
 
 # --- protective stops (SPEC §10) -----------------------------------------------------------

@@ -67,22 +67,23 @@ def orders_in_flight(session: Session, key_id: int) -> bool:
 def mark_commands(session: Session, results: Iterable[tuple[int, str, str]],
                   now: datetime) -> None:
     """Record what the tick did with each command (only pending ones: never twice)."""
-    for command_id, status, message in results:
-        session.execute(update(PositionCommandRecord).where(
-            PositionCommandRecord.id == command_id,
-            PositionCommandRecord.status == "pending")
-            .values(status=status, message=message[:500], applied_at=now)
-            .execution_options(synchronize_session=False))
+    _move_commands(session, results, now, "pending")
 
 
 def settle_commands(session: Session, results: Iterable[tuple[int, str, str]],
                     now: datetime) -> None:
     """Broker mode: what the venue made of an accepted command's order (`filled` or
     `refused`, with the message). Only accepted commands move, each once."""
+    _move_commands(session, results, now, "accepted")
+
+
+def _move_commands(session: Session, results: Iterable[tuple[int, str, str]],
+                   now: datetime, from_status: str) -> None:
+    """(command id, new status, message) for each command still in `from_status`."""
     for command_id, status, message in results:
         session.execute(update(PositionCommandRecord).where(
             PositionCommandRecord.id == command_id,
-            PositionCommandRecord.status == "accepted")
+            PositionCommandRecord.status == from_status)
             .values(status=status, message=message[:500], applied_at=now)
             .execution_options(synchronize_session=False))
 

@@ -15,30 +15,19 @@ the venue a stop-loss-limit at the SL, limit 0.5 % below.
 # ruff: noqa: F811 - pytest fixtures imported from the money-path and protection tests
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from bkit.broker import Broker, broker_for
-from bkit.broker.futures_broker import FuturesBroker
-from bkit.clock import ManualClock
 from bkit.core.candles import Candle
 from bkit.core.position_commands import position_of
-from bkit.core.registry import add_exchange, add_strategy, set_config
-from bkit.exchange.ccxt_exchange import CcxtExchange
+from bkit.core.registry import REGISTRY, add_exchange, add_strategy
 from bkit.exchange.paper import PaperExchange
 from bkit.live import Live
-from bkit.orders import RETRYABLE, OrdersEnv, submit_intent
 from bkit.store import signal_rows
-from bkit.store.engine import get_engine
-from bkit.venue import Venue
-from bkit.venue.client import FUTURES_OPTIONS
-from tests.integration.conftest import Runtime
+from tests.integration import test_futures_orders as futures
+from tests.integration.test_futures_orders import Fut, fut  # noqa: F401 - the fixture
 from tests.integration.test_money_path import (  # noqa: F401 - shared fixtures and helpers
     EXCHANGE,
     STRATEGY,
@@ -232,70 +221,26 @@ def test_a_partial_that_fills_in_part_records_what_filled(protected: Money) -> N
 
 
 # --- futures: a short's partial is a reduce-only buy-to-cover --------------------------------
-FUT_SYMBOL, FUT_STRATEGY, FUT_EXCHANGE = "BTC/USDT:USDT", "fut-short-pm", "futbin-pm"
-FUT_T0 = datetime(2023, 11, 15, 7, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def fut_short(make_runtime: Callable[..., Runtime], pg_url: str) -> Iterator[Any]:
+def test_a_futures_short_partial_is_a_reduce_only_buy_and_its_stop_follows(fut: Fut) -> None:
     """A short of 500 USDT at 50,000 on the venue's USDⓈ-M futures (0.010 contracts); the
     feed drops to 49,600 from minute 5 (in profit for the short)."""
-    make_runtime(pg_url)
-    start = int(FUT_T0.timestamp() * 1000)
+    start = int(futures.T0.timestamp() * 1000)
     candles = [Candle(start + m * 60_000, p, p, p, p, 10.0)
                for m in range(-30, 60) for p in [50_000.0 if m < 5 else 49_600.0]]
-    clock = ManualClock(FUT_T0)
-    os.environ["BKIT_BINANCEUSDM_API_KEY"], os.environ["BKIT_BINANCEUSDM_SECRET"] = \
-        "fut-key-3e1a", "fut-secret-8d2c"
-    with Venue(futures_balances={"USDT": 10000}) as venue:
-        venue.set_clock(start)
-        venue.set_price("BTC/USDT", 50_000)
-        exchange = CcxtExchange("binanceusdm", api_base_url=venue.base_url,
-                                options={**FUTURES_OPTIONS})
-        feed = PaperExchange(clock, {FUT_SYMBOL: candles})
-        add_exchange(FUT_EXCHANGE, feed.get_candles, source=feed)
-        Broker.clear()
-        set_config(CC_LEVERAGE=2, CC_MARGIN_MODE="isolated", CC_ORDER_SETTLE_SECONDS=1,
-                   CC_EXCHANGE_STOP=True)
-        Broker.use(FUT_EXCHANGE, FuturesBroker(exchange, leverage=2, margin_mode="isolated"))
-        add_strategy(FUT_STRATEGY, lambda s, w, p: {
-            "position": "short", "price_take_profit": 49_000.0, "price_stop_loss": 50_500.0,
-            "minute_estimated_time": 600, "cost": 500.0})
-        env = OrdersEnv(engine=get_engine(), clock=clock, brokers=broker_for,
-                        enqueue=lambda _i, _d: None, poll_seconds=0.0, stop_poll_seconds=0.0)
-        try:
-            yield SimpleNamespace(venue=venue, env=env, clock=clock)
-        finally:
-            Broker.clear()
-
-
-def _fut_tick(f: Any, minute: int) -> None:
-    when = FUT_T0 + timedelta(minutes=minute)
-    f.clock.current = when + timedelta(seconds=20)
-    Live.tick(FUT_SYMBOL, FUT_STRATEGY, FUT_EXCHANGE, when)
-
-
-def _fut_settle(f: Any) -> None:
-    for _ in range(30):
-        active = [i for i in intents() if i.status in RETRYABLE and
-                  not (i.kind == "stop" and i.status == "open")]
-        if not active:
-            return
-        for intent in active:
-            assert intent.id is not None
-            submit_intent(f.env, intent.id)
-    raise AssertionError([(i.kind, i.status, i.last_error) for i in intents()])
-
-
-def test_a_futures_short_partial_is_a_reduce_only_buy_and_its_stop_follows(
-        fut_short: Any) -> None:
-    _fut_tick(fut_short, 0)
-    _fut_settle(fut_short)
+    REGISTRY.exchanges.pop(futures.EXCHANGE)
+    feed = PaperExchange(fut.clock, {futures.SYMBOL: candles})
+    add_exchange(futures.EXCHANGE, feed.get_candles, source=feed)
+    REGISTRY.strategies.pop(futures.STRATEGY)
+    add_strategy(futures.STRATEGY, lambda s, w, p: {
+        "position": "short", "price_take_profit": 49_000.0, "price_stop_loss": 50_500.0,
+        "minute_estimated_time": 600, "cost": 500.0})
+    fut.tick(0)
+    fut.settle()
     assert signal().amount == pytest.approx(0.01)
-    fut_short.venue.set_price("BTC/USDT", 49_600)
-    command = Live.commit_partial_profit(FUT_SYMBOL, FUT_STRATEGY, FUT_EXCHANGE, 50)
-    _fut_tick(fut_short, 10)
-    _fut_settle(fut_short)
+    fut.venue.set_price("BTC/USDT", 49_600)
+    command = Live.commit_partial_profit(futures.SYMBOL, futures.STRATEGY, futures.EXCHANGE, 50)
+    fut.tick(10)
+    fut.settle()
     (partial,) = intents("partial")
     assert (partial.side, partial.status, partial.amount, partial.filled_amount) == (
         "buy", "filled", 0.005, 0.005)
@@ -304,13 +249,13 @@ def test_a_futures_short_partial_is_a_reduce_only_buy_and_its_stop_follows(
     assert row.state == "opened" and row.amount == pytest.approx(0.005, abs=1e-15)
     (booked,) = position_of(signal_rows.to_core(row)).partials
     assert booked.percent == pytest.approx(50.0, rel=1e-12)
-    [position] = [p for p in fut_short.venue.positions(FUT_SYMBOL) if p.amount]
+    [position] = [p for p in fut.venue.positions(futures.SYMBOL) if p.amount]
     assert position.amount == Decimal("-0.005")
     ours = {i.client_order_id for i in intents()}
-    buys = [o for o in fut_short.venue.futures_orders() if o.client_order_id in ours and
+    buys = [o for o in fut.venue.futures_orders() if o.client_order_id in ours and
             o.side == "BUY" and o.status == "FILLED"]
     assert len(buys) == 1 and buys[0].reduce_only
-    resting = [o for o in fut_short.venue.futures_orders() if o.client_order_id in ours and
+    resting = [o for o in fut.venue.futures_orders() if o.client_order_id in ours and
                o.status == "NEW"]
     assert len(resting) == 1 and resting[0].reduce_only
     assert Decimal(resting[0].quantity) == Decimal("0.005")
