@@ -4,7 +4,8 @@ a market sell of that share of what the account holds, net of the base fee and f
 step; a DCA is a buy; the signal changes only by what the venue filled; the exchange-side stop
 follows (re-placed for the remainder, moved with the SL), one protective order at a time; a
 partial the venue's filters refuse changes nothing; a stop that fills while a partial waits
-is the close, never followed by a second sell. Every test ends with the venue's balances equal
+is the close, never followed by a second sell; a command given while an order of the key is
+in flight waits, queued, until that order is final. Every test ends with the venue's balances equal
 to the initial ones plus every fill bkit recorded (the `money` fixture's check).
 
 The position of every test: 500 USDT bought at 50,000 = 0.01 BTC, Binance keeps 0.1 % of it
@@ -218,6 +219,61 @@ def test_a_partial_that_fills_in_part_records_what_filled(protected: Money) -> N
     assert booked.price == partial.fill_price == pytest.approx(50_300.0, rel=1e-12)
     [stop] = resting_stops(protected)
     assert stop.quantity == Decimal(repr(round(0.00999 - filled, 8)))
+
+
+def test_a_command_given_while_an_order_is_in_flight_waits_for_it(protected: Money) -> None:
+    open_protected(protected)
+    at_price(protected, 50_300.0, 5)
+    partial = Live.commit_partial_loss(SYMBOL, STRATEGY, EXCHANGE, 30)  # P > e: refused
+    profit = Live.commit_partial_profit(SYMBOL, STRATEGY, EXCHANGE, 50)
+    trail = Live.commit_trailing_stop(SYMBOL, STRATEGY, EXCHANGE, -0.5)
+    protected.tick(5)
+    assert [Live.command_status(c)[0] for c in (partial, profit, trail)] == [
+        "refused", "accepted", "pending"]  # the trailing stop waits for the partial's order
+    at_price(protected, 50_300.0, 6)
+    protected.tick(6)  # the partial has not been sent yet: still waiting
+    assert Live.command_status(trail) == ("pending", None)
+    settle(protected)
+    assert Live.command_status(profit)[0] == "filled"
+    protected.tick(7)  # now it applies, to the stop of what is left
+    assert Live.command_status(trail)[0] == "accepted"
+    settle(protected)
+    [stop] = resting_stops(protected)
+    assert Decimal(stop.stop_price) == Decimal("49750") and stop.quantity == Decimal("0.005")
+    assert [i.status for i in intents("stop")] == ["canceled", "canceled", "open"]
+
+
+def test_partial_loss_sells_its_share_and_a_dca_below_the_minimum_is_refused(
+        protected: Money) -> None:
+    open_protected(protected)
+    at_price(protected, 49_800.0, 5)
+    loss = Live.commit_partial_loss(SYMBOL, STRATEGY, EXCHANGE, 30)
+    protected.tick(5)
+    settle(protected)
+    (partial,) = intents("partial")
+    # 30 % of 0.00999 = 0.002997 → 0.00299 at the step
+    assert (partial.status, partial.amount, partial.filled_amount) == (
+        "filled", 0.00299, 0.00299)
+    assert Live.command_status(loss)[0] == "filled"
+    row = signal()
+    assert row.amount == pytest.approx(0.007, abs=1e-15)
+    (booked,) = position_of(signal_rows.to_core(row)).partials
+    assert booked.kind == "loss"
+    assert booked.percent == pytest.approx(0.00299 / 0.00999 * 100, rel=1e-12)
+    # 4 USDT: below the 5 USDT minimum notional, refused before anything is sent
+    at_price(protected, 49_700.0, 6)
+    dca = Live.commit_average_buy(SYMBOL, STRATEGY, EXCHANGE, 4)
+    protected.tick(6)
+    settle(protected)
+    status, message = Live.command_status(dca)
+    assert status == "refused" and message is not None and "below the minimum" in message
+    (refused,) = intents("dca")
+    assert refused.status == "rejected" and not refused.filled_amount
+    assert signal().amount == pytest.approx(0.007, abs=1e-15)
+    assert len(position_of(signal_rows.to_core(signal())).entries) == 1
+    [stop] = resting_stops(protected)  # the stop of the partial, untouched by the refusal
+    assert stop.quantity == Decimal("0.007")
+    assert [i.status for i in intents("stop")] == ["canceled", "open"]
 
 
 # --- futures: a short's partial is a reduce-only buy-to-cover --------------------------------
