@@ -382,7 +382,7 @@ def _apply_position_commands(tick: _Tick, row: SignalRow | None,
             verdict = with_protection(verdict, "placing", new_stop=True)
             order = stop_order(verdict)
         row = verdict
-        sent = "" if order is None else f": {order.kind} order sent to the venue"
+        sent = "" if order is None else f": {order.kind} order queued for the venue"
         message = f"{command.name} accepted at {tick.price:.10g}{sent}"
         applied.append((command.id, "accepted", message))
         notices.append(Notice("command", message, {

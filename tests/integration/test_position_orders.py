@@ -37,6 +37,7 @@ from tests.integration.test_money_path import (  # noqa: F401 - shared fixtures 
     events,
     intents,
     money,
+    open_long,
     signal,
 )
 from tests.integration.test_protection import (  # noqa: F401 - shared fixtures and helpers
@@ -274,6 +275,19 @@ def test_partial_loss_sells_its_share_and_a_dca_below_the_minimum_is_refused(
     [stop] = resting_stops(protected)  # the stop of the partial, untouched by the refusal
     assert stop.quantity == Decimal("0.007")
     assert [i.status for i in intents("stop")] == ["canceled", "open"]
+
+
+def test_without_exchange_stops_a_partial_is_just_the_sell(money: Money) -> None:
+    open_long(money)
+    at_price(money, 50_300.0, 5)
+    command = Live.commit_partial_profit(SYMBOL, STRATEGY, EXCHANGE, 50)
+    money.tick(5)
+    money.drive()
+    (partial,) = intents("partial")
+    assert (partial.status, partial.amount) == ("filled", 0.00499)
+    assert Live.command_status(command)[0] == "filled"
+    assert signal().amount == pytest.approx(0.005, abs=1e-15)
+    assert intents("stop") == [] and money.venue.balance("BTC") == Decimal("0.005")
 
 
 # --- futures: a short's partial is a reduce-only buy-to-cover --------------------------------

@@ -49,7 +49,7 @@ def test_a_partial_is_an_order_and_the_position_waits_for_its_fill() -> None:
     assert order is not None and (order.kind, order.side, order.price) == (
         "partial", "sell", 51_000.0)
     assert outcome.command_results == [  # type: ignore[attr-defined]
-        (7, "accepted", "partial_profit accepted at 51000: partial order sent to the venue")]
+        (7, "accepted", "partial_profit accepted at 51000: partial order queued for the venue")]
     assert row.order_in_flight and command_in_flight(row) == {
         "id": 7, "name": "partial_profit", "value": 50.0, "price": 51_000.0}
     assert row.amount == 0.00999 and position_of(row).partials == ()  # nothing booked yet
