@@ -360,6 +360,8 @@ def _apply_position_commands(tick: _Tick, row: SignalRow | None,
     for command in commands:
         if row is None:
             verdict: SignalRow | str = f"{command.name} refused: no open position"
+        elif tick.uses_broker and (problem := _default_cost_problem(tick, command)):
+            verdict = f"{command.name} refused before sending: {problem}"
         else:
             verdict = apply_command(row, command, tick.price, tick.config)
         if isinstance(verdict, str):
@@ -392,6 +394,14 @@ def _apply_position_commands(tick: _Tick, row: SignalRow | None,
         if order is not None:
             return row, order  # the commands after it wait for a later tick (see above)
     return row, None
+
+
+def _default_cost_problem(tick: _Tick, command: PositionCommand) -> str | None:
+    """SPEC §8: a DCA without a cost buys CC_POSITION_ENTRY_COST, meant as USD; on a market
+    not quoted in a USD stablecoin it needs an explicit cost, never an absurd order."""
+    if command.name != "average_buy" or command.value is not None:
+        return None
+    return default_cost_problem(tick.ctx.symbol, False, tick.config.CC_POSITION_ENTRY_COST)
 
 
 def _with_commands(outcome: TickOutcome, row: SignalRow | None, state: KeyState,

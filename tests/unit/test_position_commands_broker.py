@@ -138,3 +138,18 @@ def test_a_moved_sl_moves_the_exchange_stop_only_when_protected() -> None:
     assert even.price_stop_loss == 50_000.0 and outcome.order.price == 50_000.0  # type: ignore
     take, outcome = tick(opened(), 50_400.0, PositionCommand(11, "trailing_take", -1.0))
     assert take.price_take_profit == pytest.approx(51_500.0) and outcome.order is None  # type: ignore
+
+
+def test_a_dca_without_a_cost_on_a_non_usd_market_is_refused_before_sending() -> None:
+    row = opened().evolve(symbol="XRP/ETH")
+    state = KeyState(row, position_commands=(PositionCommand(12, "average_buy"),))
+    ctx = KeyContext("XRP/ETH", "swing", "venue", "1m")
+    outcome = advance(ctx, state, T0 + timedelta(minutes=5), 49_500.0, CONFIG,
+                      uses_broker=True)
+    assert outcome.order is None
+    ((command_id, status, message),) = outcome.command_results
+    assert (command_id, status) == (12, "refused") and "explicit `cost`" in message
+    with_cost = KeyState(row, position_commands=(PositionCommand(13, "average_buy", 0.5),))
+    outcome = advance(ctx, with_cost, T0 + timedelta(minutes=5), 49_500.0, CONFIG,
+                      uses_broker=True)
+    assert outcome.order is not None and outcome.order.cost == 0.5
