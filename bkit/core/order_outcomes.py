@@ -258,7 +258,7 @@ def command_refused(ctx: KeyContext, row: SignalRow, when: datetime, error: str,
     error event with the reason; the command is `refused`. `protect`: the stop that was
     taken off for it goes back on the venue."""
     command = command_in_flight(row) or {}
-    message = f"{command.get('name', 'position command')} refused by the venue: {error}"
+    message = f"{command.get('name', 'position command')} refused: {error}"
     kept = without_command(row)
     outcome = TickOutcome(result=_idle(ctx, kept, when), signal=kept,
                           notices=[_command_notice(row, "error", message)],
@@ -273,7 +273,9 @@ def record_partial_fill(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: 
     sold leaves the position (`amount`, base units or contracts) and the §11 partial is
     recorded with the real share (`filled / held`) at the real average price. A remainder
     the venue could no longer sell is the close (reason `closed`); otherwise the stop goes
-    back on the venue for the remainder (`protect`). Nothing filled: `command_refused`."""
+    back on the venue for the remainder (`protect`). The exit totals (`exit_filled`,
+    `exit_cost`, `fill_price_close` their average) include the partial sells, so the
+    realised PnL at the close counts them. Nothing filled: `command_refused`."""
     command = command_in_flight(row)
     held = row.amount or 0.0
     if fill.filled <= 0 or fill.average is None or command is None or held <= 0:
@@ -293,7 +295,9 @@ def record_partial_fill(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: 
         outcome = record_exit_fill(ctx, closing, fill, when, config, remainder_is_dust=True)
     else:
         exit_filled, exit_cost = row.exit_filled + fill.filled, row.exit_cost + fill.cost
-        kept = booked.evolve(amount=held - fill.filled, exit_filled=exit_filled,
+        # a fee taken from the coin sold (a venue that charges sells in the base) leaves too
+        sold = fill.filled + (fill.base_fee if row.position == "long" else 0.0)
+        kept = booked.evolve(amount=max(0.0, held - sold), exit_filled=exit_filled,
                              exit_cost=exit_cost, fees_quote=row.fees_quote + fill.fees_quote,
                              fees_paid_quote=row.fees_paid_quote + fill.fees_paid_quote,
                              fill_price_close=exit_cost / exit_filled)

@@ -103,7 +103,7 @@ def test_a_refused_or_unfilled_partial_changes_nothing() -> None:
     done = outcome.signal
     assert done is not None and done == before.evolve(extra=before.extra)
     assert outcome.order is None
-    assert outcome.command_results == [(4, "refused", "partial_profit refused by the venue: "
+    assert outcome.command_results == [(4, "refused", "partial_profit refused: "
                                         "notional 4.5 USDT below the venue's minimum 5")]
     assert outcome.notices[0].kind == "error"
     nothing = record_partial_fill(CTX, row, OrderFill(0.0, 0.0), T0, CONFIG,
@@ -153,3 +153,12 @@ def test_a_dca_without_a_cost_on_a_non_usd_market_is_refused_before_sending() ->
     outcome = advance(ctx, with_cost, T0 + timedelta(minutes=5), 49_500.0, CONFIG,
                       uses_broker=True)
     assert outcome.order is not None and outcome.order.cost == 0.5
+
+
+def test_a_sell_fee_taken_in_the_coin_leaves_the_position_too() -> None:
+    row, _ = tick(opened(), 51_000.0, PositionCommand(14, "partial_profit", 50.0))
+    fill = OrderFill(0.00499, 254.49, fees_quote=0.25449, base_fee=0.00000499)
+    outcome = record_partial_fill(CTX, row, fill, T0, CONFIG, remainder_is_dust=False)
+    assert outcome.signal is not None
+    assert outcome.signal.amount == pytest.approx(0.00999 - 0.00499 - 0.00000499, abs=1e-15)
+    assert outcome.order is None  # not protected (`protect` False): no stop to put back
