@@ -16,6 +16,7 @@ the venue a stop-loss-limit at the SL, limit 0.5 % below.
 # ruff: noqa: F811 - pytest fixtures imported from the money-path and protection tests
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -54,6 +55,15 @@ def at_price(m: Money, price: float, minute: int) -> None:
     """The tick of `minute` prices at `price` (its 5-minute VWAP) and the venue fills there."""
     m.candles(price, range(minute - 5, minute + 1))
     m.venue.set_price(SYMBOL, price)
+
+
+def command_done(m: Money, minute: int, commit: Callable[..., int], *args: Any
+                 ) -> tuple[int, str, str | None]:
+    """Commit a command, tick `minute`, run the orders worker: (id, status, message)."""
+    command = commit(SYMBOL, STRATEGY, EXCHANGE, *args)
+    m.tick(minute)
+    settle(m)
+    return (command, *Live.command_status(command))
 
 
 def sells(m: Money) -> list[Any]:
@@ -108,10 +118,7 @@ def test_a_partial_below_the_min_notional_is_refused_and_changes_nothing(
     before = signal()
     at_price(protected, 50_300.0, 5)
     # 1 % of 0.00999 = 0.0000999 → 0.00009 BTC ≈ 4.53 USDT, below Binance's 5 USDT minimum
-    command = Live.commit_partial_profit(SYMBOL, STRATEGY, EXCHANGE, 1)
-    protected.tick(5)
-    settle(protected)
-    status, message = Live.command_status(command)
+    _, status, message = command_done(protected, 5, Live.commit_partial_profit, 1)
     assert status == "refused" and message is not None and "below the venue's minimum 5" in message
     (partial,) = intents("partial")
     assert partial.status == "rejected" and not partial.filled_amount
@@ -206,9 +213,7 @@ def test_a_partial_that_fills_in_part_records_what_filled(protected: Money) -> N
     open_protected(protected)
     at_price(protected, 50_300.0, 5)
     protected.venue.set_fill_fraction("0.6", SYMBOL)  # the market order fills 60 %, expires
-    Live.commit_partial_profit(SYMBOL, STRATEGY, EXCHANGE, 50)
-    protected.tick(5)
-    settle(protected)
+    command_done(protected, 5, Live.commit_partial_profit, 50)
     (partial,) = intents("partial")
     assert partial.status == "expired" and partial.amount == 0.00499
     filled = partial.filled_amount
@@ -248,14 +253,12 @@ def test_partial_loss_sells_its_share_and_a_dca_below_the_minimum_is_refused(
         protected: Money) -> None:
     open_protected(protected)
     at_price(protected, 49_800.0, 5)
-    loss = Live.commit_partial_loss(SYMBOL, STRATEGY, EXCHANGE, 30)
-    protected.tick(5)
-    settle(protected)
+    _, status, _message = command_done(protected, 5, Live.commit_partial_loss, 30)
     (partial,) = intents("partial")
     # 30 % of 0.00999 = 0.002997 → 0.00299 at the step
     assert (partial.status, partial.amount, partial.filled_amount) == (
         "filled", 0.00299, 0.00299)
-    assert Live.command_status(loss)[0] == "filled"
+    assert status == "filled"
     row = signal()
     assert row.amount == pytest.approx(0.007, abs=1e-15)
     (booked,) = position_of(signal_rows.to_core(row)).partials
@@ -263,10 +266,7 @@ def test_partial_loss_sells_its_share_and_a_dca_below_the_minimum_is_refused(
     assert booked.percent == pytest.approx(0.00299 / 0.00999 * 100, rel=1e-12)
     # 4 USDT: below the 5 USDT minimum notional, refused before anything is sent
     at_price(protected, 49_700.0, 6)
-    dca = Live.commit_average_buy(SYMBOL, STRATEGY, EXCHANGE, 4)
-    protected.tick(6)
-    settle(protected)
-    status, message = Live.command_status(dca)
+    _, status, message = command_done(protected, 6, Live.commit_average_buy, 4)
     assert status == "refused" and message is not None and "below the minimum" in message
     (refused,) = intents("dca")
     assert refused.status == "rejected" and not refused.filled_amount
