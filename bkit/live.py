@@ -179,7 +179,9 @@ class LiveApi(PositionCommandsApi):
     # --- position commands (SPEC §11, `PositionCommandsApi.commit_*`): applied on the key's
     # next tick, at its price
     def command_status(self, command_id: int) -> tuple[str, str | None]:
-        """(pending | accepted | refused, the message) of a position command."""
+        """(pending | accepted | refused, the message) of a position command. With a broker
+        a partial or a DCA stays `accepted` while its order is at the venue, then becomes
+        `filled` (what filled, at what average price) or `refused` (the venue's reason)."""
         in_backtest = backtest_commands.status(command_id)
         if in_backtest is not None:
             return in_backtest

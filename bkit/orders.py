@@ -35,11 +35,14 @@ from bkit.clock import Clock
 from bkit.core.callbacks import run_callbacks
 from bkit.core.candles import floor_to_minute
 from bkit.core.config import Config
-from bkit.core.machine import KeyContext, TickOutcome
+from bkit.core.machine import KeyContext, TickOutcome, is_protected
 from bkit.core.order_outcomes import (
     OrderFill,
+    command_refused,
     confirm_open,
+    record_dca_fill,
     record_exit_fill,
+    record_partial_fill,
     record_stop_fill,
     refuse_close,
     reject_open,
@@ -48,6 +51,7 @@ from bkit.core.order_outcomes import (
 )
 from bkit.core.orders import (
     FINAL_STATUSES,
+    MarketRules,
     SettleState,
     VenueOrder,
     base_fee,
@@ -55,21 +59,25 @@ from bkit.core.orders import (
     can_move,
     exit_size,
     fees_of_fills,
+    floor_to_step,
     look_delay,
     quote_fees,
     quote_of,
     remainder_is_dust,
+    sellable,
     settle_verdict,
 )
+from bkit.core.position_commands import command_in_flight
 from bkit.core.registry import REGISTRY, get_config
 from bkit.core.results import Notice, TickResult
 from bkit.exchange.errors import DefinitiveExchangeError, ExchangeError, TransientExchangeError
 from bkit.faults import crash_point
 from bkit.store import signal_rows
+from bkit.store.commands import settle_commands
 from bkit.store.engine import session_scope
 from bkit.store.event_log import count_errors, event_as_dict, notice_event
 from bkit.store.keys import is_halted
-from bkit.store.outcomes import store_outcome
+from bkit.store.outcomes import client_order_id, store_outcome
 from bkit.store.tables import OrderIntent, StrategySymbol
 
 log = logging.getLogger("bkit.orders")
@@ -77,6 +85,12 @@ log = logging.getLogger("bkit.orders")
 #: `unknown` / `open` (databases of schema 3).
 RETRYABLE = ("pending", "unknown", "open", "sending", "acked")
 _LEGACY = {"sending": "unknown", "acked": "open"}
+#: How the broker sends each intent kind: a partial exit reduces (reduce-only on futures,
+#: always at market), a DCA adds to the position like an entry.
+_BROKER_KIND = {"partial": "close", "dca": "open"}
+#: Signal states an intent's evidence may still act on (else it is kept on the intent only).
+_EXPECTED = {"open": ("opening",), "close": ("closing",), "stop": ("opened", "closing"),
+             "partial": ("opened",), "dca": ("opened",)}
 
 
 @dataclass
@@ -162,12 +176,18 @@ def submit_intent(env: OrdersEnv, intent_id: int) -> str:
 
 # --- sending --------------------------------------------------------------------------------
 def _send(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
-    if intent.kind == "open":
+    if intent.kind in ("open", "dca"):
         with session_scope(env.engine) as session:
             halted = is_halted(session)
         if halted:
             _release(env, intent, "pending", delay=30)
             return "halted"  # the kill switch holds new entries in the outbox; exits still go
+    if intent.kind in ("partial", "dca"):
+        sized = _size_command(env, intent, broker)
+        if isinstance(sized, str):
+            return sized
+        amount = sized
+    elif intent.kind == "open":
         setup = getattr(broker, "ensure_setup", None)
         if callable(setup):  # futures: leverage, margin and position mode before the entry
             try:
@@ -181,8 +201,11 @@ def _send(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
         if beyond is not None:
             return _refused(env, intent, beyond)
     else:
-        if intent.kind == "close":
-            waiting = _clear_stops(env, intent, broker)
+        if intent.kind in ("close", "stop"):
+            # One protective order at a time: a new stop (moved SL, re-placed for a
+            # remainder) takes the old one off the venue first, as an exit does.
+            waiting = _clear_stops(env, intent, broker,
+                                   expect="closing" if intent.kind == "close" else "opened")
             if waiting is not None:
                 return waiting
         sized = _size_exit(env, intent, broker)
@@ -200,12 +223,15 @@ def _send(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str:
     intent.not_found_looks = 0
     try:
         crash_point("submit.before_send")
+        crash_point(f"submit.{intent.kind}.before_send")  # one kind only (crash tests)
         if intent.kind == "stop":
             answer = _place_stop(env, intent, broker, amount)
         else:
             answer = broker.place(intent.symbol, intent.side, amount, intent.price,
-                                  intent.client_order_id, kind=intent.kind)
+                                  intent.client_order_id,
+                                  kind=_BROKER_KIND.get(intent.kind, intent.kind))
         crash_point("submit.after_send")
+        crash_point(f"submit.{intent.kind}.after_send")
     except DefinitiveExchangeError as exc:
         if exc.kind == "duplicate_order":  # an order with this id is open: look at it
             _release(env, intent, "unknown", delay=1, error=str(exc))
@@ -251,13 +277,74 @@ def _size_exit(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> floa
         return _refused(env, intent, "no position amount is known for this signal")
     try:
         rules = broker.rules(intent.symbol)
+    except ExchangeError as exc:  # market rules unreadable: nothing was sent, try again
+        return _cannot_tell(env, intent, "pending", exc, counts_as_look=False)
+    return _within_free(env, intent, broker, rules, position, held, "nothing sellable sent")
+
+
+def _within_free(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker,
+                 rules: MarketRules, position: str | None, wanted: float,
+                 refusal: str) -> float | str:
+    """`min(wanted, free balance)` floored to the step (SPEC §8; a short owes, its free
+    balance is not the limit): what an order that reduces a position may sell (base units).
+    A string is what happened instead (nothing sellable: refused with `refusal`)."""
+    try:
         free = broker.free_balance(rules.base) if position == "long" else float("inf")
     except ExchangeError as exc:  # a balance read that failed proves nothing
         return _cannot_tell(env, intent, "pending", exc, counts_as_look=False)
-    size = exit_size(held, free, intent.price, rules)
+    size = exit_size(wanted, free, intent.price, rules)
     if size.problem is not None:
-        return _refused(env, intent, f"nothing sellable sent: {size.problem}")
+        return _refused(env, intent, f"{refusal}: {size.problem}")
     return size.amount
+
+
+def _waiting_row(env: OrdersEnv, intent: OrderIntent) -> Any:
+    """The signal (core row) if it still waits for this position command's order."""
+    with session_scope(env.engine) as session:
+        record = signal_rows.find_signal(session, intent.key_id, intent.signal_id)
+        row = None if record is None else signal_rows.to_core(record)
+    if row is None or row.state != "opened" or not row.order_in_flight or \
+            command_in_flight(row) is None:
+        return None
+    return row
+
+
+def _size_command(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> float | str:
+    """The amount of a position command's order, sized now (SPEC §8, §11); a string is what
+    happened instead.
+
+    A partial sells `percent` of what the position holds (net of base-asset fees), floored
+    to the step, never more than the free balance; a DCA buys its cost at the tick's price
+    at the market's precision. Checked against the venue's filters first (a refusal changes
+    nothing, the stop stays); then the protective stop leaves the venue (cancelled and
+    looked up: one that filled meanwhile is the close, and this order is not sent); the
+    stop goes back on the venue, for what the position then holds, once this order is final.
+    """
+    row = _waiting_row(env, intent)
+    if row is None:
+        return _superseded(env, intent, "the position closed first (its protective stop "
+                           "filled, or it was resolved) before this order was sent")
+    try:
+        rules = broker.rules(intent.symbol)
+        if intent.kind == "dca":
+            plan = broker.plan_open(intent.symbol, intent.side, intent.cost, intent.price)
+            if plan.problem is not None or not plan.amount:
+                return _refused(env, intent, f"nothing sent: {plan.problem}")
+            wanted = plan.amount
+        else:
+            percent = float((command_in_flight(row) or {}).get("value") or 0.0)
+            wanted = floor_to_step((row.amount or 0.0) * percent / 100, rules.amount_step)
+            problem = sellable(wanted, intent.price, rules)
+            if problem is not None:
+                return _refused(env, intent, f"nothing sent: {problem}")
+    except ExchangeError as exc:  # market rules unreadable: nothing was sent, try again
+        return _cannot_tell(env, intent, "pending", exc, counts_as_look=False)
+    waiting = _clear_stops(env, intent, broker, expect="opened")
+    if waiting is not None:
+        return waiting
+    if intent.kind == "dca":
+        return wanted
+    return _within_free(env, intent, broker, rules, row.position, wanted, "nothing sent")
 
 
 # --- protective stops (SPEC §10) -----------------------------------------------------------
@@ -282,23 +369,52 @@ def _active_stops(env: OrdersEnv, intent: OrderIntent) -> list[OrderIntent]:
             OrderIntent.status.in_(RETRYABLE))).scalars())  # type: ignore[attr-defined]
 
 
-def _clear_stops(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker) -> str | None:
-    """Before bkit exits a position itself, its protective stop leaves the venue: cancelled,
-    then looked up; a stop that filled meanwhile is the close (recorded now), and the exit
-    then sells only what is left, if anything. None: go on with the exit; else what
-    happened (the exit waits for the stop's final state)."""
+def _clear_stops(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, *,
+                 expect: str = "closing") -> str | None:
+    """Before bkit exits (part of) a position itself, adds to it, or moves its stop, the
+    protective stop leaves the venue: cancelled, then looked up; a stop that filled
+    meanwhile is the close (recorded now), and an exit then sells only what is left, if
+    anything. None: go on (the signal is still `expect`); else what happened (the order
+    waits for the stop's final state, or is not needed any more)."""
     for stop in _active_stops(env, intent):
-        if not _settle_stop(env, stop, broker):
+        if stop.id != intent.id and not _settle_stop(env, stop, broker):
             _release(env, intent, "pending", delay=2.0)
             return "waiting_for_stop"
     with session_scope(env.engine) as session:
         record = signal_rows.find_signal(session, intent.key_id, intent.signal_id)
         state = None if record is None else record.state
-    if state != "closing":  # the stop closed it: this exit is not needed
-        _release(env, intent, "canceled", enqueue=False,
-                 error="superseded: the protective stop closed the position")
-        return "superseded"
+    if state != expect:  # the stop closed it: this order is not needed
+        return _superseded(env, intent, "the protective stop closed the position")
     return None
+
+
+def _superseded(env: OrdersEnv, intent: OrderIntent, why: str) -> str:
+    """The signal no longer waits for this order (never sent): it is cancelled on the
+    outbox, and a position command's order marks its command refused, with the reason."""
+    with session_scope(env.engine) as session:
+        record = signal_rows.find_signal(session, intent.key_id, intent.signal_id)
+        command = None if record is None else (record.extra or {}).get("command")
+        if intent.kind in ("partial", "dca") and isinstance(command, dict):
+            settle_commands(session, [(int(command["id"]), "refused",
+                                       f"{command['name']} not sent: {why}")],
+                            datetime.now(UTC))
+    _release(env, intent, "canceled", enqueue=False, error=f"superseded: {why}")
+    return "superseded"
+
+
+def _reprotect(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker | None) -> bool:
+    """After a position command's order: whether the stop goes back on the venue (exchange
+    stops on, the venue takes them, and none is left there for this signal)."""
+    return intent.kind in ("partial", "dca") and env.config().CC_EXCHANGE_STOP and \
+        stop_broker(broker, intent.symbol) is not None and not _active_stops(env, intent)
+
+
+def _is_current_stop(intent: OrderIntent, row: Any) -> bool:
+    """Whether `intent` is the signal's newest stop (an older one was replaced on purpose:
+    its cancel must not put yet another stop on the venue)."""
+    number = int(row.extra.get("stop_orders", 0))
+    return intent.client_order_id == client_order_id(intent.key_id, intent.signal_id, "stop",
+                                                     number)
 
 
 def _settle_stop(env: OrdersEnv, stop: OrderIntent, broker: OrderBroker) -> bool:
@@ -449,7 +565,7 @@ def _protected(env: OrdersEnv, intent: OrderIntent) -> None:
 
 def _maybe_cancel_resting_entry(env: OrdersEnv, intent: OrderIntent,
                                 broker: OrderBroker) -> None:
-    if intent.kind != "open" or intent.created_at is None:
+    if intent.kind not in ("open", "dca") or intent.created_at is None:
         return
     if (datetime.now(UTC) - intent.created_at).total_seconds() <= env.entry_timeout_seconds:
         return
@@ -518,14 +634,15 @@ def _finish(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, order: Ven
     """Record a final order and the signal's transition in one transaction."""
     state = order.state
     dust_rule = None
-    if intent.kind in ("close", "stop"):
+    if intent.kind in ("close", "stop", "partial"):
         try:
             dust_rule = broker.rules(intent.symbol)
         except ExchangeError as exc:
             return _cannot_tell(env, intent, _LEGACY.get(intent.status, intent.status), exc)
     protect = intent.kind == "open" and env.config().CC_EXCHANGE_STOP and \
         stop_broker(broker, intent.symbol) is not None
-    if intent.kind in ("close", "stop") and fill.filled > 0:
+    reprotect = _reprotect(env, intent, broker)
+    if intent.kind in ("close", "stop", "partial") and fill.filled > 0:
         try:
             fill = _with_funding(env, intent, broker, fill)
         except ExchangeError as exc:  # the funding list is part of the evidence: look again
@@ -542,15 +659,22 @@ def _finish(env: OrdersEnv, intent: OrderIntent, broker: OrderBroker, order: Ven
                 return confirm_open(ctx, row, fill, when, protect=protect)
             return reject_open(ctx, row, when, f"entry order {intent.client_order_id} ended "
                                f"{state} with nothing filled")
+        if intent.kind == "dca":
+            return record_dca_fill(ctx, row, fill, when,
+                                   protect=reprotect and is_protected(row))
         assert dust_rule is not None
         remaining = (row.amount or 0.0) - fill.filled
         price = fill.average or intent.price
         dust = remainder_is_dust(remaining, price, dust_rule)
+        if intent.kind == "partial":
+            return record_partial_fill(ctx, row, fill, when, config, remainder_is_dust=dust,
+                                       protect=reprotect and is_protected(row))
         if intent.kind == "stop":
             if fill.filled > 0:
                 return record_stop_fill(ctx, row, fill, when, config, remainder_is_dust=dust,
                                         finished=finished)
-            if row.state == "opened":
+            if row.state == "opened" and not row.order_in_flight and \
+                    _is_current_stop(intent, row):
                 return replace_stop(ctx, row, when, f"the stop ended {state} unfilled")
             return TickOutcome(result=TickResult("idle", ctx.symbol, ctx.strategy_name,
                                                  ctx.exchange_name, row.price_open, when,
@@ -568,6 +692,13 @@ def _refused(env: OrdersEnv, intent: OrderIntent, message: str) -> str:
     no order exists) with backoff until it is `stuck`."""
     if intent.kind == "stop":
         return _stop_refused(env, intent, message)
+    if intent.kind in ("partial", "dca"):  # a refused command changes nothing (SPEC §11)
+        reprotect = _reprotect(env, intent, env.brokers(intent.exchange_name))
+        done = _transition(env, intent, {"status": "rejected", "last_error": message},
+                           lambda ctx, row, _c, when, _f: command_refused(
+                               ctx, row, when, message,
+                               protect=reprotect and is_protected(row)))
+        return "rejected" if done else "stale"
     if intent.kind == "open":
         done = _transition(env, intent, {"status": "rejected", "last_error": message},
                            lambda ctx, row, config, when, _f: reject_open(ctx, row, when,
@@ -610,8 +741,10 @@ def _transition(env: OrdersEnv, intent: OrderIntent, values: dict[str, Any], ste
             setattr(stored, name, value)
         stored.sending_until, stored.updated_at = None, now
         row = None if record is None else signal_rows.to_core(record)
-        expected = {"open": ("opening",), "close": ("closing",),
-                    "stop": ("opened", "closing")}[intent.kind]
+        expected = _EXPECTED[intent.kind]
+        if row is not None and intent.kind in ("partial", "dca") and \
+                command_in_flight(row) is None:
+            expected = ()  # the row waits for no command's order any more
         if row is None or row.state not in expected:
             log.warning("intent %s: signal %s is not %s; evidence %s recorded on the intent "
                         "only", intent.id, intent.signal_id, " or ".join(expected),
@@ -622,6 +755,8 @@ def _transition(env: OrdersEnv, intent: OrderIntent, values: dict[str, Any], ste
         ctx = KeyContext(key.symbol, key.strategy_name, key.exchange_name)
         outcome = step(ctx, _with_order(row, stored), config, when, key.status == "draining")
         added, intent_ids = store_outcome(session, key, record, outcome, when, now, env.origin)
+        if outcome.command_results:
+            settle_commands(session, outcome.command_results, now)
         dispatched = [event_as_dict(r) for r in added]
     events.dispatch(dispatched)
     for new_id in intent_ids:

@@ -53,7 +53,7 @@ from bkit.faults import crash_point
 from bkit.pricing import tick_price_and_touch
 from bkit.sizing_inputs import live_inputs
 from bkit.store import signal_rows
-from bkit.store.commands import mark_commands, pending_commands
+from bkit.store.commands import mark_commands, orders_in_flight, pending_commands
 from bkit.store.engine import DatabaseUnavailableError, session_scope
 from bkit.store.event_log import (
     count_errors,
@@ -261,6 +261,8 @@ def run_ticks(env: TickEnv, key_ids: Sequence[int], bucket: int, *,
     crash_point("tick.before_writeback")
     written, error = _write_back_each(env, prepared, when, started)
     crash_point("tick.after_commit")
+    if any(w.outcome.command_results and w.outcome.order for w in written.values()):
+        crash_point("tick.after_commit.command")  # a position command's tick (crash tests)
     for p in prepared:
         done = written.get(p.claim.key_id)
         if done is None:
@@ -451,12 +453,13 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol
     row = None if record is None else signal_rows.to_core(record)
     restored = row if row is not None and row.id not in env.seen_signals else None
     status = _effective_status(key.status, p.halted)  # halt read at claim, ms ago
+    uses_broker = env.brokers(key.exchange_name) is not None
+    in_flight = bool(p.commands) and uses_broker and orders_in_flight(session, p.claim.key_id)
     state = KeyState(row, status, key.signal_window, key.command,  # type: ignore[arg-type]
-                     p.commands)
+                     p.commands, orders_in_flight=in_flight)
     check = _risk_check(session, p.risk, ctx, when, p.price) if p.risk else None
     outcome = advance(ctx, state, when, p.price, p.config, answer=p.answer, risk_check=check,
-                      uses_broker=env.brokers(key.exchange_name) is not None, touch=p.touch,
-                      sizer=p.sizer)
+                      uses_broker=uses_broker, touch=p.touch, sizer=p.sizer)
     if outcome.signal is not None and record is None and \
             signal_rows.find_signal(session, p.claim.key_id, outcome.signal.id) is not None:
         # A strategy reused a signal id of this key: refuse it, never overwrite history.
@@ -490,9 +493,10 @@ def _plan_order(session: Session, env: TickEnv, key: StrategySymbol, outcome: Ti
     """Size the order of `outcome` before its intent is queued. An entry that the market's
     precision or limits refuse is dropped here with an error event: nothing is stored. An exit
     is sized by the orders worker when it sends it: `min(position, free balance)` floored to
-    the step, read from the venue then, not now."""
+    the step, read from the venue then, not now; so are a position command's orders (a
+    partial exit, a DCA entry) and a moved stop."""
     order = outcome.order
-    if order is None or order.kind == "close":
+    if order is None or order.kind != "open":
         return outcome, None
     broker = env.brokers(key.exchange_name)
     assert broker is not None

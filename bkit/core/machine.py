@@ -20,11 +20,14 @@ from bkit.core.errors import SignalValidationError
 from bkit.core.orders import default_cost_problem, is_spot_symbol
 from bkit.core.pnl import Pnl, pnl_for
 from bkit.core.position_commands import (
+    ORDER_COMMANDS,
+    STOP_COMMANDS,
     PositionCommand,
     apply_command,
     closed_by_partials,
     has_position_state,
     position_pnl,
+    with_command,
 )
 from bkit.core.results import CallbackCall, Notice, OrderRequest, TickResult
 from bkit.core.signals import (
@@ -73,6 +76,9 @@ class KeyState:
     command: Command | None = None
     #: Position commands queued for this tick (SPEC §11), in the order they were given.
     position_commands: tuple[PositionCommand, ...] = ()
+    #: Broker mode: an order of the key is on its way (an intent not yet final; a stop
+    #: resting on the venue does not count). Queued commands then wait for a later tick.
+    orders_in_flight: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +217,41 @@ def stop_order(row: SignalRow) -> OrderRequest:
                         position=row.position, price=row.price_stop_loss, cost=row.cost)
 
 
+def partial_order(row: SignalRow, price: float) -> OrderRequest:
+    """A partial exit (SPEC §11): sells part of a long (buys back part of a short) at market;
+    the orders worker sizes it from what the account holds when it sends it."""
+    return OrderRequest(kind="partial", signal_id=row.id, symbol=row.symbol,
+                        side="sell" if row.position == "long" else "buy",
+                        position=row.position, price=price, cost=row.cost)
+
+
+def dca_order(row: SignalRow, price: float, cost: float) -> OrderRequest:
+    """A DCA entry (SPEC §11): buys `cost` (quote units) more of a long (sells more of a
+    short) at market, at the tick's `price`."""
+    return OrderRequest(kind="dca", signal_id=row.id, symbol=row.symbol,
+                        side="buy" if row.position == "long" else "sell",
+                        position=row.position, price=price, cost=cost)
+
+
+#: Protection states in which an exchange-side stop is (or should be) on the venue.
+PROTECTED_STATES = frozenset({"placing", "open", "refused"})
+
+
+def is_protected(row: SignalRow) -> bool:
+    """Whether the position keeps a protective stop on the venue (SPEC §10)."""
+    return row.extra.get("protection") in PROTECTED_STATES
+
+
+def with_protection(row: SignalRow, state: str, *, new_stop: bool = False) -> SignalRow:
+    """Record the exchange-side protection of a position in its extras: `placing`, `open`
+    (a stop rests on the venue), `refused` (the venue would not take it: the tick watches
+    the SL), `none`; and number the stop orders (each one its own client order id)."""
+    extra = {**row.extra, "protection": state}
+    if new_stop:
+        extra["stop_orders"] = int(row.extra.get("stop_orders", -1)) + 1
+    return row.evolve(extra=extra)
+
+
 def open_order(row: SignalRow) -> OrderRequest:
     return OrderRequest(kind="open", signal_id=row.id, symbol=row.symbol,
                         side="buy" if row.position == "long" else "sell",
@@ -280,9 +321,15 @@ def advance(ctx: KeyContext, state: KeyState, when: datetime, price: float, conf
 
     applied: list[tuple[int, str, str]] = []
     command_notices: list[Notice] = []
-    if state.position_commands:
-        row = _apply_position_commands(tick, row, state.position_commands, applied,
-                                       command_notices)
+    if state.position_commands and not (uses_broker and state.orders_in_flight):
+        # (an order of the key still at the venue: the commands stay queued for later)
+        row, order = _apply_position_commands(tick, row, state.position_commands, applied,
+                                              command_notices)
+        if order is not None and row is not None:
+            # The position's order goes out now; TP/SL/time are watched again from the next
+            # tick (the exchange-side stop, if any, protects it meanwhile).
+            sent = TickOutcome(result=tick.result("idle", row), signal=row, order=order)
+            return _with_commands(sent, row, state, applied, command_notices)
     if state.command is not None:
         outcome = _apply_command(tick, row, state.command)
         if outcome is not None:
@@ -297,16 +344,29 @@ def advance(ctx: KeyContext, state: KeyState, when: datetime, price: float, conf
 def _apply_position_commands(tick: _Tick, row: SignalRow | None,
                              commands: tuple[PositionCommand, ...],
                              applied: list[tuple[int, str, str]], notices: list[Notice]
-                             ) -> SignalRow | None:
+                             ) -> tuple[SignalRow | None, OrderRequest | None]:
     """Apply the queued position commands at this tick's price, in order (SPEC §11): each
     accepted one changes the row; a refused one is an error event with the rule that refused
-    it, and changes nothing."""
+    it, and changes nothing. Returns the row and the order the commands need, if any.
+
+    With a broker (SPEC §8, §10) a command is checked by the same rules at the tick's price,
+    then: a partial profit/loss becomes a `partial` order and a DCA a `dca` order, and the
+    row only waits for it (`order_in_flight`, the command kept in `extra["command"]`): its
+    position changes when the venue confirms a fill, by what filled. A trailing stop or a
+    breakeven changes the row's SL at once and, when the position is protected on the venue,
+    moves the exchange-side stop (a new `stop` order; the orders worker cancels the old one
+    first). A trailing take changes the TP only (the tick watches it).
+
+    One order per key at a time: the commands after the first that needs an order are not
+    applied this tick; they stay queued (status `pending`) and are applied, in order, by the
+    first tick after that order is final. A trader gets every command applied in the order
+    given, none refused merely because another was still at the venue.
+    """
     for command in commands:
         if row is None:
             verdict: SignalRow | str = f"{command.name} refused: no open position"
-        elif tick.uses_broker:
-            verdict = (f"{command.name} refused: position commands are not sent to a broker "
-                       "yet (signals-only and backtests only)")
+        elif tick.uses_broker and (problem := _default_cost_problem(tick, command)):
+            verdict = f"{command.name} refused before sending: {problem}"
         else:
             verdict = apply_command(row, command, tick.price, tick.config)
         if isinstance(verdict, str):
@@ -314,14 +374,39 @@ def _apply_position_commands(tick: _Tick, row: SignalRow | None,
             notices.append(Notice("error", verdict, {"stage": "command", "command": command.name,
                                                      "command_id": command.id}))
             continue
+        assert row is not None
+        order: OrderRequest | None = None
+        if tick.uses_broker and command.name in ORDER_COMMANDS:
+            verdict = with_command(row, command, tick.price)
+            if command.name == "average_buy":
+                cost = tick.config.CC_POSITION_ENTRY_COST if command.value is None \
+                    else float(command.value)
+                order = dca_order(verdict, tick.price, cost)
+            else:
+                order = partial_order(verdict, tick.price)
+        elif tick.uses_broker and command.name in STOP_COMMANDS and is_protected(row) and \
+                verdict.price_stop_loss != row.price_stop_loss:
+            verdict = with_protection(verdict, "placing", new_stop=True)
+            order = stop_order(verdict)
         row = verdict
-        message = f"{command.name} accepted at {tick.price:.10g}"
+        sent = "" if order is None else f": {order.kind} order queued for the venue"
+        message = f"{command.name} accepted at {tick.price:.10g}{sent}"
         applied.append((command.id, "accepted", message))
         notices.append(Notice("command", message, {
             "command": command.name, "command_id": command.id, "signal_id": row.id,
             "value": command.value, "take_profit": row.price_take_profit,
             "stop_loss": row.price_stop_loss}))
-    return row
+        if order is not None:
+            return row, order  # the commands after it wait for a later tick (see above)
+    return row, None
+
+
+def _default_cost_problem(tick: _Tick, command: PositionCommand) -> str | None:
+    """SPEC §8: a DCA without a cost buys CC_POSITION_ENTRY_COST, meant as USD; on a market
+    not quoted in a USD stablecoin it needs an explicit cost, never an absurd order."""
+    if command.name != "average_buy" or command.value is not None:
+        return None
+    return default_cost_problem(tick.ctx.symbol, False, tick.config.CC_POSITION_ENTRY_COST)
 
 
 def _with_commands(outcome: TickOutcome, row: SignalRow | None, state: KeyState,

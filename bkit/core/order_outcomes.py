@@ -21,8 +21,15 @@ from bkit.core.machine import (
     record_close,
     record_open,
     stop_order,
+    with_protection,
 )
 from bkit.core.orders import realised_pnl
+from bkit.core.position_commands import (
+    command_in_flight,
+    entry_filled,
+    partial_filled,
+    without_command,
+)
 from bkit.core.results import Notice, TickResult
 from bkit.core.signals import SignalRow
 
@@ -67,16 +74,6 @@ def confirm_open(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: datetim
         outcome.signal = with_protection(outcome.signal, "placing", new_stop=True)
         outcome.order = stop_order(outcome.signal)
     return outcome
-
-
-def with_protection(row: SignalRow, state: str, *, new_stop: bool = False) -> SignalRow:
-    """Record the exchange-side protection of a position in its extras: `placing`, `open`
-    (a stop rests on the venue), `refused` (the venue would not take it: the tick watches
-    the SL), `none`; and number the stop orders (each one its own client order id)."""
-    extra = {**row.extra, "protection": state}
-    if new_stop:
-        extra["stop_orders"] = int(row.extra.get("stop_orders", -1)) + 1
-    return row.evolve(extra=extra)
 
 
 def record_stop_fill(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: datetime,
@@ -229,4 +226,111 @@ def close_as_gone(ctx: KeyContext, row: SignalRow, when: datetime, config: Confi
     outcome = record_close(ctx, done, "closed", price, when, config, finished=finished)
     outcome.notices.append(Notice("admin", f"signal {row.id} closed: {why}",
                                   {"signal_id": row.id}))
+    return outcome
+
+
+# --- position commands with a broker (SPEC §11 with §8 and §10) ----------------------------
+def _command_notice(row: SignalRow, kind: str, message: str, **data: object) -> Notice:
+    command = command_in_flight(row) or {}
+    return Notice(kind, message, {"stage": "command", "signal_id": row.id,
+                                  "command": command.get("name"),
+                                  "command_id": command.get("id"), **data})
+
+
+def _command_result(row: SignalRow, status: str, message: str) -> list[tuple[int, str, str]]:
+    command = command_in_flight(row)
+    return [] if command is None else [(int(command["id"]), status, message)]
+
+
+def _reprotect(outcome: TickOutcome, protect: bool) -> TickOutcome:
+    """Put the protective stop back on the venue for what the position holds now (the
+    orders worker cancelled the old one before the command's order went out)."""
+    if protect and outcome.signal is not None and outcome.signal.state == "opened":
+        outcome.signal = with_protection(outcome.signal, "placing", new_stop=True)
+        outcome.order = stop_order(outcome.signal)
+    return outcome
+
+
+def command_refused(ctx: KeyContext, row: SignalRow, when: datetime, error: str, *,
+                    protect: bool = False) -> TickOutcome:
+    """The venue refused the command's order (a filter, min-notional, funds), or it ended
+    with nothing filled, or nothing could be sent: the position is exactly what it was; an
+    error event with the reason; the command is `refused`. `protect`: the stop that was
+    taken off for it goes back on the venue."""
+    command = command_in_flight(row) or {}
+    message = f"{command.get('name', 'position command')} refused: {error}"
+    kept = without_command(row)
+    outcome = TickOutcome(result=_idle(ctx, kept, when), signal=kept,
+                          notices=[_command_notice(row, "error", message)],
+                          command_results=_command_result(row, "refused", message))
+    return _reprotect(outcome, protect)
+
+
+def record_partial_fill(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: datetime,
+                        config: Config, *, remainder_is_dust: bool, protect: bool = False
+                        ) -> TickOutcome:
+    """A partial exit ended with `fill` (all of it, or part of it then expired). What was
+    sold leaves the position (`amount`, base units or contracts) and the §11 partial is
+    recorded with the real share (`filled / held`) at the real average price. A remainder
+    the venue could no longer sell is the close (reason `closed`); otherwise the stop goes
+    back on the venue for the remainder (`protect`). The exit totals (`exit_filled`,
+    `exit_cost`, `fill_price_close` their average) include the partial sells, so the
+    realised PnL at the close counts them. Nothing filled: `command_refused`."""
+    command = command_in_flight(row)
+    held = row.amount or 0.0
+    if fill.filled <= 0 or fill.average is None or command is None or held <= 0:
+        return command_refused(ctx, row, when, "the order ended with nothing filled",
+                               protect=protect)
+    name = str(command["name"])
+    booked = without_command(partial_filled(row, name, min(fill.filled, held), held,
+                                            fill.average))
+    message = (f"{name} of signal {row.id} filled {fill.filled:.10g} of {held:.10g} at "
+               f"{fill.average:.10g}")
+    results = _command_result(row, "filled", message)
+    notice = _command_notice(row, "order", message, filled=fill.filled,
+                             average=fill.average)
+    if remainder_is_dust:
+        closing = booked.evolve(state="closing", pending_close_reason="closed",
+                                pending_close_price=fill.average, order_in_flight=True)
+        outcome = record_exit_fill(ctx, closing, fill, when, config, remainder_is_dust=True)
+    else:
+        exit_filled, exit_cost = row.exit_filled + fill.filled, row.exit_cost + fill.cost
+        # a fee taken from the coin sold (a venue that charges sells in the base) leaves too
+        sold = fill.filled + (fill.base_fee if row.position == "long" else 0.0)
+        kept = booked.evolve(amount=max(0.0, held - sold), exit_filled=exit_filled,
+                             exit_cost=exit_cost, fees_quote=row.fees_quote + fill.fees_quote,
+                             fees_paid_quote=row.fees_paid_quote + fill.fees_paid_quote,
+                             fill_price_close=exit_cost / exit_filled)
+        outcome = _reprotect(TickOutcome(result=_idle(ctx, kept, when), signal=kept), protect)
+    outcome.notices.insert(0, notice)
+    outcome.command_results = results
+    return outcome
+
+
+def record_dca_fill(ctx: KeyContext, row: SignalRow, fill: OrderFill, when: datetime, *,
+                    protect: bool = False) -> TickOutcome:
+    """A DCA entry ended with `fill`: the position grows by what filled net of base-asset
+    fees (a long; a short owes what was sold), the §11 entry is the real quote cost at the
+    real average price, the entry totals (for the realised PnL) grow by the same; the stop
+    goes back on the venue for the whole position (`protect`). Nothing filled:
+    `command_refused`."""
+    command = command_in_flight(row)
+    if fill.filled <= 0 or fill.average is None or command is None:
+        return command_refused(ctx, row, when, "the order ended with nothing filled",
+                               protect=protect)
+    added = fill.filled - fill.base_fee if row.position == "long" else fill.filled
+    booked = without_command(entry_filled(row, fill.cost, fill.average)).evolve(
+        amount=(row.amount or 0.0) + max(0.0, added),
+        entry_filled=(row.entry_filled or 0.0) + fill.filled,
+        entry_cost=(row.entry_cost or 0.0) + fill.cost,
+        fees_quote=row.fees_quote + fill.fees_quote,
+        fees_paid_quote=row.fees_paid_quote + fill.fees_paid_quote)
+    message = (f"average_buy of signal {row.id} filled {fill.filled:.10g} at "
+               f"{fill.average:.10g} for {fill.cost:.10g}")
+    outcome = _reprotect(TickOutcome(result=_idle(ctx, booked, when), signal=booked,
+                                     notices=[_command_notice(row, "order", message,
+                                                              filled=fill.filled,
+                                                              average=fill.average)],
+                                     command_results=_command_result(row, "filled", message)),
+                         protect)
     return outcome

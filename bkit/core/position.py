@@ -467,6 +467,29 @@ def average_buy(position: OpenPosition, cost: float, price: float) -> OpenPositi
     return replace(position, entries=(*position.entries, Entry(price, float(cost))))
 
 
+def record_partial(position: OpenPosition, kind: PartialKind, percent: float,
+                   price: float) -> OpenPosition:
+    """Record a partial close the venue already made (broker mode, SPEC §8 + §11): `percent`
+    (0 < p ≤ 100, of the remaining basis) is the share of the held amount that really filled
+    and `price` its real average fill price. No market rule is checked again: the command
+    passed them at its tick, and a fill is a fact, whatever the price did since.
+    Raises `ValueError` on a percent outside (0, 100] or a bad price (programming errors)."""
+    _require_price(price, "partial fill price")
+    if not _is_number(percent) or not 0 < percent <= 100:
+        raise ValueError(f"partial percent must be in (0, 100], got {percent!r}")
+    record = PartialClose(kind, float(percent), price, remaining_basis(position),
+                          len(position.entries))
+    return replace(position, partials=(*position.partials, record))
+
+
+def record_entry(position: OpenPosition, price: float, cost: float) -> OpenPosition:
+    """Record a DCA buy the venue already filled: an entry of `cost` (quote units, what was
+    really paid) at `price` (the real average fill price). TP and SL do not change."""
+    _require_price(price, "entry fill price")
+    _require_price(cost, "entry fill cost")
+    return replace(position, entries=(*position.entries, Entry(price, float(cost))))
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 

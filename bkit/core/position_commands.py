@@ -16,6 +16,7 @@ from bkit.core.config import Config
 from bkit.core.pnl import Pnl
 from bkit.core.position import (
     OpenPosition,
+    PartialKind,
     average_buy,
     breakeven,
     fully_closed,
@@ -24,6 +25,8 @@ from bkit.core.position import (
     partial_profit,
     pnl_with_partials,
     position_from_dict,
+    record_entry,
+    record_partial,
     total_entries,
     total_partials,
     trailing_stop,
@@ -33,6 +36,11 @@ from bkit.core.signals import SignalRow
 
 COMMANDS = ("partial_profit", "partial_loss", "trailing_stop", "trailing_take", "breakeven",
             "average_buy")
+#: Commands that become an order on the venue with a broker (SPEC §11): a partial sell
+#: (buy-to-cover for a short) and a DCA buy (sell for a short).
+ORDER_COMMANDS = {"partial_profit": "partial", "partial_loss": "partial", "average_buy": "dca"}
+#: Commands that move the stop-loss, so the exchange-side stop too (SPEC §10).
+STOP_COMMANDS = frozenset({"trailing_stop", "breakeven"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +122,39 @@ def position_summary(row: SignalRow) -> dict[str, float | int]:
     return {"total_entries": total_entries(position),
             "total_partials": total_partials(position),
             "partial_executed": partial_executed(position)}
+
+
+def command_in_flight(row: SignalRow) -> dict[str, Any] | None:
+    """The position command whose order is on its way to the venue (broker mode), as stored
+    on the row by the tick that accepted it: `id`, `name`, `value`, `price` (the tick's)."""
+    stored = row.extra.get("command")
+    return stored if isinstance(stored, dict) else None
+
+
+def with_command(row: SignalRow, command: PositionCommand, price: float) -> SignalRow:
+    """The row waiting for the order of `command` (accepted at the tick's `price`): nothing
+    of the position changes until the venue confirms a fill."""
+    return row.evolve(order_in_flight=True, extra={**row.extra, "command": {
+        "id": command.id, "name": command.name, "value": command.value, "price": price}})
+
+
+def without_command(row: SignalRow) -> SignalRow:
+    """The row once its command's order is final (filled, refused or superseded)."""
+    extra = {k: v for k, v in row.extra.items() if k != "command"}
+    return row.evolve(order_in_flight=False, extra=extra)
+
+
+def partial_filled(row: SignalRow, name: str, filled: float, held: float,
+                   average: float) -> SignalRow:
+    """The §11 bookkeeping of a partial the venue filled: `filled` of the `held` base units
+    (contracts on futures) sold at the real `average` price, so the partial's percent of the
+    remaining basis is `filled / held × 100` (capped at 100)."""
+    kind: PartialKind = "loss" if name == "partial_loss" else "profit"
+    percent = min(100.0, filled / held * 100) if held > 0 else 100.0
+    return with_position(row, record_partial(position_of(row), kind, percent, average))
+
+
+def entry_filled(row: SignalRow, cost: float, average: float) -> SignalRow:
+    """The §11 bookkeeping of a DCA the venue filled: an entry of the real quote `cost` at
+    the real `average` price."""
+    return with_position(row, record_entry(position_of(row), average, cost))

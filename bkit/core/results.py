@@ -78,9 +78,12 @@ class CallbackCall:
 
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
-    """An order the broker must send for a signal (written to the outbox with the state)."""
+    """An order the broker must send for a signal (written to the outbox with the state).
+    `partial` (a partial exit) and `dca` (an added entry) carry a position command
+    (SPEC §11); the orders worker sizes them, like exits and stops, when it sends them.
+    `cost` in quote units (the DCA's cost; the signal's cost otherwise)."""
 
-    kind: Literal["open", "close", "stop"]
+    kind: Literal["open", "close", "stop", "partial", "dca"]
     signal_id: str
     symbol: str
     side: Literal["buy", "sell"]

@@ -32,11 +32,16 @@ def client_order_id(key_id: int, signal_id: str, kind: str, attempt: int) -> str
 def new_intent(key: StrategySymbol, order: OrderRequest, row: SignalRow | None,
                now: datetime, amount: float | None) -> OrderIntent:
     """An outbox row for `order`; each exit order of a signal (a remainder after a partial
-    fill, an operator's retry) gets its own number, so its own client order id."""
+    fill, an operator's retry) gets its own number, so its own client order id. A position
+    command's order (`partial`, `dca`) is numbered by the command's id: one order per
+    command, whatever crashes and re-deliveries happen."""
+    command = None if row is None else row.extra.get("command")
     if row is None or order.kind == "open":
         attempt = 0
     elif order.kind == "stop":
         attempt = int(row.extra.get("stop_orders", 0))
+    elif order.kind in ("partial", "dca") and isinstance(command, dict):
+        attempt = int(command["id"])
     else:
         attempt = row.exit_orders
     assert key.id is not None
