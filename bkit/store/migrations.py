@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from functools import cache
@@ -224,7 +225,10 @@ def upgrade(engine: Engine) -> tuple[int | None, int]:
         except OperationalError as exc:
             # SQLite answers "database is locked" at once (no busy wait) when two first
             # connections race on a new file; the upgrade is idempotent: try again.
-            if engine.dialect.name == "sqlite" and "locked" in str(exc.orig) and attempt < 3:
+            # A racer that read the schema before the other's commit finds its tables made
+            # ("already exists"): looking again finds the revision stamped, nothing to do.
+            racing = "locked" in str(exc.orig) or "already exists" in str(exc.orig)
+            if engine.dialect.name == "sqlite" and racing and attempt < 3:
                 time.sleep(0.5 * (attempt + 1))
                 continue
             raise DatabaseUnavailableError(
@@ -234,14 +238,19 @@ def upgrade(engine: Engine) -> tuple[int | None, int]:
 
 
 _ready: set[str] = set()
+_ready_lock = threading.Lock()
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Upgrade once per process and engine URL."""
+    """Upgrade once per process and engine URL (threads of one process wait for the first:
+    a tick and the event follower often start together on a new file)."""
     key = str(engine.url)
-    if key not in _ready:
-        upgrade(engine)
-        _ready.add(key)
+    if key in _ready:
+        return
+    with _ready_lock:
+        if key not in _ready:
+            upgrade(engine)
+            _ready.add(key)
 
 
 def model_metadata() -> sa.MetaData:
