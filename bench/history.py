@@ -20,10 +20,11 @@ round trip and reading every key row.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,19 @@ from bench.harness import create_database, drop_database  # noqa: E402
 START = datetime(2019, 10, 11, 6, 0, tzinfo=UTC)  # inside the shipped XRP/ETH candles
 STRATEGY = "hist-bench"
 SIZE_STRATEGY = "hist-size"
+
+
+PRUNER = """
+import json, time
+from datetime import datetime
+from bkit.store.engine import make_engine
+from bkit.store.tick_history import prune
+engine = make_engine("{url}")
+t0 = time.perf_counter()
+done = prune(engine, datetime.fromisoformat("{when}"), {days}, max_batches=100_000)
+print(json.dumps({{"rows": done.history_rows, "batches": done.batches,
+                  "seconds": time.perf_counter() - t0}}))
+"""
 
 
 def _strategy(symbol: str, when: datetime, price: float) -> dict | None:
@@ -311,15 +325,18 @@ def main() -> None:
         t0 = time.perf_counter()
         loaded = _age(engine, ids, templates, args.days, args.trades_per_day, keep_days)
         load_s = time.perf_counter() - t0
-        from bkit.store.tick_history import prune
-
-        pruned: list[Any] = []
-        pruner = threading.Thread(target=lambda: pruned.append(
-            prune(engine, START, keep_days, max_batches=10_000)))
-        pruner.start()
         aged_made, aged_seconds = _tick(engine, ids, START, args.minutes)
-        pruner.join()
         aged = _reads(engine, "S00000/ETH") | {"ticks_per_s": aged_made / aged_seconds}
+        # The pruning task deletes the day past BKIT_TICK_HISTORY_DAYS from its own process,
+        # as a worker of the maint queue would, while the same ticks go on.
+        pruner = subprocess.Popen([sys.executable, "-c", PRUNER.format(
+            url=os.environ["BKIT_DATABASE_URL"], when=START.isoformat(), days=keep_days)],
+            cwd=REPO, stdout=subprocess.PIPE, text=True)
+        pruning_made, pruning_seconds = _tick(engine, ids, START + timedelta(
+            minutes=args.minutes), args.minutes)
+        prune_out, _ = pruner.communicate(timeout=1800)
+        pruned = json.loads(prune_out)
+        aged["ticks_pruning"] = pruning_made / pruning_seconds
     finally:
         for name in (fresh_db, aged_db):
             if name:
@@ -329,8 +346,9 @@ def main() -> None:
           f"({args.keys * args.days * 1440:,} ticks made): {loaded['signal']:,} closed trades, "
           f"{loaded['event']:,} events, {loaded['tick_history']:,} compact tick rows "
           f"loaded in {load_s:.0f} s")
-    print(f"pruning beside the aged ticks: {pruned[0].history_rows:,} rows in "
-          f"{pruned[0].batches} batches")
+    print(f"pruning (its own process) beside aged ticks: {pruned['rows']:,} rows in "
+          f"{pruned['batches']} batches of 5,000, {pruned['seconds']:.1f} s; ticks/s meanwhile "
+          f"{aged['ticks_pruning']:.1f} (aged, not pruning: {aged['ticks_per_s']:.1f})")
     print(f"{'':24}{'fresh':>10}{'aged':>10}{'aged/fresh':>12}")
     for name, label in (("scrape", "metrics scrape (ms)"), ("status", "bkit status (ms)"),
                         ("get_data", "Live.get_data (ms)"), ("ticks_per_s", "ticks/s")):

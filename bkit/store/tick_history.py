@@ -156,19 +156,21 @@ def prune(engine: Engine, market_now: datetime, keep_days: float, *,
 
     out = PruneResult()
     cutoff = int(market_now.timestamp() // 60 - keep_days * 1440) if keep_days > 0 else None
+    ident, minute = col(TickHistoryRecord.id), col(TickHistoryRecord.minute)
     for _ in range(max_batches):
+        # The first rows by id, filtered on `minute` inside the statement: a WHERE on
+        # `minute` alone would scan the whole kept window each run to find nothing once the
+        # old rows are gone. The database does it all; no ids travel to Python.
+        front = select(ident).order_by(ident).limit(batch).scalar_subquery()
+        stmt = delete(TickHistoryRecord).where(ident.in_(front))
+        if cutoff is not None:
+            stmt = stmt.where(minute < cutoff)
         with session_scope(engine) as session:
-            # The first rows by id, filtered here: a WHERE on `minute` would scan the whole
-            # kept window each run to find nothing once the old rows are gone.
-            front = session.execute(select(TickHistoryRecord.id, TickHistoryRecord.minute)
-                                    .order_by(col(TickHistoryRecord.id)).limit(batch)).all()
-            ids = [i for i, minute in front if cutoff is None or minute < cutoff]
-            if ids:
-                session.execute(delete(TickHistoryRecord).where(
-                    col(TickHistoryRecord.id).in_(ids)))
+            deleted = int(session.execute(stmt.execution_options(
+                synchronize_session=False)).rowcount or 0)  # type: ignore[attr-defined]
         out.batches += 1
-        out.history_rows += len(ids)
-        if len(ids) < batch:
+        out.history_rows += deleted
+        if deleted < batch:
             break  # reached rows still kept (or the end)
     with session_scope(engine) as session:
         wall = time.time()
