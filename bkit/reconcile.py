@@ -24,7 +24,14 @@ from bkit.core.candles import floor_to_minute
 from bkit.core.machine import KeyContext
 from bkit.core.order_outcomes import OrderFill, close_as_gone, record_liquidation
 from bkit.core.orders import VenueOrder, base_of, quote_fees
-from bkit.core.reconciliation import AssetView, Difference, HeldPosition, asset_views, compare
+from bkit.core.reconciliation import (
+    AssetView,
+    Difference,
+    HeldPosition,
+    asset_views,
+    compare,
+    compare_positions,
+)
 from bkit.core.results import Notice
 from bkit.exchange.errors import ExchangeError
 from bkit.orders import RETRYABLE, OrdersEnv
@@ -125,19 +132,23 @@ def compare_exchange(env: OrdersEnv, exchange_name: str) -> ExchangeView | None:
         positions = _held(session, exchange_name)
         in_flight, final = _intent_ids(session, exchange_name)
         left = _fills_left(session, exchange_name)
-    view.assets, view.open_orders = asset_views(balances, positions), orders
-    differences = compare(exchange_name, balances, positions, orders, in_flight, final,
+    positions_of = getattr(broker, "positions", None)
+    futures = callable(positions_of)
+    # Futures balances are margin, not the coins a position holds: positions are compared
+    # as positions (_futures_positions), the balance rules apply to spot only.
+    spot_positions = [] if futures else positions
+    view.assets, view.open_orders = asset_views(balances, spot_positions), orders
+    differences = compare(exchange_name, balances, spot_positions, orders, in_flight, final,
                           tolerance={a: s * 1.000001 for a, s in steps.items()},
-                          fills_left=left)
+                          fills_left=None if futures else left)
     suspects = {d.data["client_order_id"] for d in differences if "client_order_id" in d.data}
     if suspects:  # read them again: an intent may have committed since
         with session_scope(env.engine) as session:
             again, _ = _intent_ids(session, exchange_name)
         differences = [d for d in differences if d.data.get("client_order_id") not in again]
     view.differences = differences
-    positions_of = getattr(broker, "positions", None)
-    if callable(positions_of):  # futures: compare positions, find liquidations
-        _futures_positions(env, view, broker, positions_of)
+    if futures:  # compare positions, find liquidations
+        _futures_positions(env, view, broker, positions_of, symbols)
     gone = {a.asset for a in view.assets if a.total <= steps.get(a.asset, 0.0)}
     for position in positions:
         if position.stuck and position.base in gone and \
@@ -147,19 +158,36 @@ def compare_exchange(env: OrdersEnv, exchange_name: str) -> ExchangeView | None:
 
 
 def _futures_positions(env: OrdersEnv, view: ExchangeView, broker: Any,
-                       positions_of: Any) -> None:
-    """A futures position bkit believes open that the venue no longer has: a liquidation
-    (the venue's `autoclose-` order) closes the signal with reason `liquidation`; anything
-    else is a difference for an operator."""
+                       positions_of: Any, symbols: list[str]) -> None:
+    """Futures positions against the venue's (`compare_positions`: unknown sides, sizes
+    apart). A position bkit believes open that the venue no longer has: a liquidation (the
+    venue's `autoclose-` order) closes the signal with reason `liquidation`; anything else
+    is a difference for an operator."""
     try:
-        held_there = {(p.symbol, p.side) for p in positions_of()}
+        there = [p for p in positions_of() if p.symbol in symbols]
+        steps = {s: broker.rules(s).amount_step or 0.0 for s in symbols}
     except ExchangeError as exc:
         view.error = f"{type(exc).__name__}: {exc}"
         return
+    held_there = {(p.symbol, p.side) for p in there}
+    venue: dict[tuple[str, str], float] = {}
+    for p in there:
+        venue[(p.symbol, p.side)] = venue.get((p.symbol, p.side), 0.0) + \
+            p.contracts * p.contract_size
     with session_scope(env.engine) as session:
         rows = list(session.execute(select(SignalRecord).where(
             SignalRecord.exchange_name == view.exchange_name,
             SignalRecord.state.in_(["opened", "closing"]))).scalars())  # type: ignore
+        busy = set(session.execute(select(OrderIntent.symbol).where(
+            OrderIntent.exchange_name == view.exchange_name,
+            OrderIntent.status.in_(RETRYABLE),  # type: ignore[attr-defined]
+            OrderIntent.kind != "stop")).scalars())  # a resting stop is not in flight
+    believed: dict[tuple[str, str], float] = {}
+    for row in rows:
+        side = (row.symbol, row.position)
+        believed[side] = believed.get(side, 0.0) + float(row.amount or 0.0)
+    view.differences += compare_positions(view.exchange_name, believed, venue, steps=steps,
+                                          busy_symbols=busy)
     for row in rows:
         if (row.symbol, row.position) in held_there or not row.amount or row.pending_at is None:
             continue

@@ -78,7 +78,8 @@ def _build(kind: str, exchange_name: str) -> OrderBroker:
 
         config = get_config()
         return FuturesBroker(source, leverage=config.CC_LEVERAGE,
-                             margin_mode=config.CC_MARGIN_MODE)
+                             margin_mode=config.CC_MARGIN_MODE,
+                             hedge=config.CC_POSITION_MODE == "hedge")
     return CcxtBroker(source)
 
 

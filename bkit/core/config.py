@@ -43,6 +43,10 @@ class Config:
     #: first entry ("isolated" or "cross").
     CC_LEVERAGE: int = 1
     CC_MARGIN_MODE: str = "isolated"
+    #: Futures position mode, set on the venue once before the first entry: "one_way" (one
+    #: net position per symbol) or "hedge" (a LONG and a SHORT side per symbol; every order
+    #: names its `positionSide`, exits and stops close only their own side).
+    CC_POSITION_MODE: str = "one_way"
     #: How the stop-loss is hit (SPEC §11): "vwap" (the tick's VWAP at or past it) or
     #: "touch" (the last closed 1m candle's low, a short's high, at or past it; checked
     #: before the take-profit).
@@ -82,6 +86,7 @@ _POSITIVE_KEYS = _INTEGER_KEYS | {"CC_POSITION_ENTRY_COST", "CC_MAX_STOPLOSS_DIS
 _BOOLEAN_KEYS = {"CC_EXCHANGE_STOP"}
 #: Keys that take one of a few words.
 _CHOICE_KEYS = {"CC_MARGIN_MODE": ("isolated", "cross"),
+                "CC_POSITION_MODE": ("one_way", "hedge"),
                 "CC_STOP_LOSS_TRIGGER": ("vwap", "touch")}
 CONFIG_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Config))
 

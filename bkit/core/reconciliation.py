@@ -105,3 +105,34 @@ def compare(exchange_name: str, balances: dict[str, tuple[float, float]],
             f"{exchange_name}: open order {cid} carries our prefix {what}",
             {"client_order_id": cid, "exchange_order_id": order.exchange_order_id}))
     return differences
+
+
+def compare_positions(exchange_name: str, believed: dict[tuple[str, str], float],
+                      venue: dict[tuple[str, str], float], *,
+                      steps: dict[str, float] | None = None,
+                      busy_symbols: set[str] | None = None) -> list[Difference]:
+    """Futures (SPEC §10): bkit's open positions against the venue's, per (symbol, side)
+    in base units, not the balances (those are margin). A side bkit holds that the venue
+    does not is left to the caller (a liquidation to look up, or `position_missing`); a side
+    the venue holds that bkit does not is `position_unknown`; both holding but by more than
+    a step apart is `position_size`. Symbols with an order in flight (`busy_symbols`) are
+    skipped: a fill may be on the venue and not recorded yet."""
+    steps, busy = steps or {}, busy_symbols or set()
+    differences = []
+    for symbol, side in sorted(set(believed) | set(venue)):
+        if symbol in busy:
+            continue
+        mine, theirs = believed.get((symbol, side), 0.0), venue.get((symbol, side), 0.0)
+        allowed = steps.get(symbol, 0.0) * 1.000001 or 1e-12
+        data = {"symbol": symbol, "side": side, "believed": mine, "venue": theirs}
+        if mine <= allowed and theirs > allowed:
+            differences.append(Difference(
+                "position_unknown", exchange_name,
+                f"{exchange_name}: the venue holds a {side} position of {theirs:.10g} on "
+                f"{symbol} that bkit does not know", data))
+        elif mine > allowed and theirs > allowed and abs(mine - theirs) > allowed:
+            differences.append(Difference(
+                "position_size", exchange_name,
+                f"{exchange_name}: bkit's {side} positions on {symbol} hold {mine:.10g}, "
+                f"the venue's {theirs:.10g}", data))
+    return differences

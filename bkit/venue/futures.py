@@ -278,8 +278,10 @@ class FuturesEngine:
         pos = self.position(algo.market_id, self._side_for(algo.side, algo.position_side))
         qty = abs(pos.amount) if algo.close_position else algo.quantity
         try:
-            if algo.close_position or algo.reduce_only:
-                self.check_reduce(algo.side, algo.position_side, algo.market_id, qty, True)
+            # In hedge mode a SELL of the LONG side (a BUY of the SHORT side) only ever closes
+            # that side, reduce-only flag or not: check_reduce knows both cases.
+            self.check_reduce(algo.side, algo.position_side, algo.market_id, qty,
+                              algo.close_position or algo.reduce_only)
             if qty <= 0:
                 raise reduce_only_rejected()
         except VenueError:

@@ -298,11 +298,9 @@ def test_stop_beyond_liquidation_refused(fut: Venue, make_broker: Make) -> None:
     assert make_broker(leverage=1).stop_problem(SYMBOL, "long", 50000, 1000) is None
 
 
-@pytest.mark.xfail(strict=True, reason="venue bug: in hedge mode FuturesEngine._trigger skips "
-                   "the reduce check (reduceOnly is never sent there), so a stop that fires "
-                   "after its position was closed opens a negative LONG position instead of "
-                   "expiring")
 def test_hedge_stop_after_bkit_closed_expires(fut: Venue, make_broker: Make) -> None:
+    """In hedge mode a SELL of the LONG side only closes it: a stop that fires after bkit
+    closed the position expires instead of opening anything."""
     broker = make_broker(hedge=True)
     _long(broker)
     broker.place_stop(SYMBOL, "sell", 0.1, 49000, "sl-h")

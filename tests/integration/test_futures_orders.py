@@ -51,8 +51,10 @@ def signal() -> SignalRecord:
 
 
 class Fut:
-    def __init__(self, venue: Venue, env: OrdersEnv, clock: ManualClock) -> None:
+    def __init__(self, venue: Venue, env: OrdersEnv, clock: ManualClock,
+                 exchange: CcxtExchange, feed: PaperExchange) -> None:
         self.venue, self.env, self.clock = venue, env, clock
+        self.exchange, self.feed = exchange, feed
 
     def tick(self, minute: int) -> Any:
         when = T0 + timedelta(minutes=minute)
@@ -97,7 +99,7 @@ def fut(make_runtime: Callable[..., Runtime], pg_url: str) -> Iterator[Fut]:
         env = OrdersEnv(engine=get_engine(), clock=clock, brokers=broker_for,
                         enqueue=lambda _i, _d: None, poll_seconds=0.0, stop_poll_seconds=0.0)
         try:
-            yield Fut(venue, env, clock)
+            yield Fut(venue, env, clock, exchange, feed)
         finally:
             Broker.clear()
 
@@ -178,3 +180,70 @@ def test_an_sl_beyond_the_liquidation_price_is_refused_before_sending(fut: Fut) 
     (entry,) = intents("open")
     assert entry.status == "rejected" and "liquidation" in (entry.last_error or "")
     assert fut.venue.futures_orders() == []  # nothing was sent
+
+
+def test_hedge_mode_from_the_config_names_the_side_of_every_order(
+        fut: Fut, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CC_POSITION_MODE="hedge": the broker that the settings build (BKIT_ORDER_BROKER=ccxt)
+    sets the venue's position mode once, opens the LONG side, protects it with a stop on
+    that side, closes it with a SELL of that side; the stop then expires unfilled."""
+    from bkit.settings import reset_settings
+
+    monkeypatch.setenv("BKIT_ORDER_BROKER", "ccxt")
+    reset_settings()
+    Broker.clear()
+    set_config(CC_POSITION_MODE="hedge")
+    add_exchange("futhedge", fut.feed.get_candles, source=fut.exchange)
+    built = broker_for("futhedge")
+    assert isinstance(built, FuturesBroker) and built.hedge
+
+    def tick(minute: int) -> Any:
+        when = T0 + timedelta(minutes=minute)
+        fut.clock.current = when + timedelta(seconds=20)
+        return Live.tick(SYMBOL, STRATEGY, "futhedge", when)
+
+    tick(0)
+    fut.settle()
+    assert fut.venue.hedge_mode()
+    [position] = fut.venue.positions(SYMBOL)
+    assert (position.side, position.amount) == ("LONG", Decimal("0.010"))
+    [stop] = [o for o in fut.venue.futures_orders()
+              if o.client_order_id == intents("stop")[0].client_order_id]
+    assert (stop.side, stop.position_side, stop.status) == ("SELL", "LONG", "NEW")
+    Live.close_position(SYMBOL, STRATEGY, "futhedge")
+    tick(1)
+    fut.settle()
+    row = signal()
+    assert (row.state, row.close_reason) == ("closed", "closed")
+    assert fut.venue.positions(SYMBOL) == []
+    fut.venue.set_price("BTC/USDT", 49_000)  # through the stop, had it been left resting
+    assert fut.venue.positions(SYMBOL) == []  # nothing opened on either side
+
+
+def test_reconciliation_compares_futures_positions_not_balances(fut: Fut) -> None:
+    """An open long agrees with the venue (no 'shortfall' of BTC in a USDT margin account);
+    a position opened on the venue behind bkit's back is `position_unknown`, and one made
+    larger there is `position_size`."""
+    open_long(fut)
+    [view] = reconcile(fut.env)
+    assert view.error is None and view.differences == []
+    broker = fut.env.brokers(EXCHANGE)
+    assert isinstance(broker, FuturesBroker)
+    broker.place(SYMBOL, "buy", 0.004, 50_000, "manual-1", kind="open")  # not our prefix
+    [view] = reconcile(fut.env)
+    [size] = view.differences
+    assert size.kind == "position_size"
+    assert (size.data["believed"], size.data["venue"]) == (pytest.approx(0.01),
+                                                            pytest.approx(0.014))
+    broker.place(SYMBOL, "sell", 0.004, 50_000, "manual-2", kind="close")  # back to ours
+    [view] = reconcile(fut.env)
+    assert view.differences == []
+    Live.close_position(SYMBOL, STRATEGY, EXCHANGE)
+    fut.tick(1)
+    fut.settle()
+    assert signal().state == "closed"
+    broker.place(SYMBOL, "sell", 0.003, 50_000, "manual-3", kind="open")  # a short appears
+    [view] = reconcile(fut.env)
+    [unknown] = view.differences
+    assert unknown.kind == "position_unknown"
+    assert (unknown.data["side"], unknown.data["venue"]) == ("short", pytest.approx(0.003))
