@@ -363,7 +363,7 @@ def _run_bkit(env: dict[str, str], argv: list[str]) -> subprocess.CompletedProce
 
 
 @pytest.mark.integration
-@settings(FUZZ, max_examples=15)
+@settings(FUZZ, max_examples=6)  # each example is a `bkit` process (~1.4 s)
 @given(case=admin_argv())
 @example(case=(["enable", "no-such-strategy", "XRP/ETH", "--exchange", "fz-paper"], True))
 @example(case=(["pause", "fz-trend", f"$(touch {PWNED});`id`", "--exchange", "fz-paper"],

@@ -37,6 +37,7 @@ DEFAULTS = {
     "CC_EXCHANGE_STOP_LIMIT_OFFSET_PERCENT": 0.5,
     "CC_LEVERAGE": 1,
     "CC_MARGIN_MODE": "isolated",
+    "CC_POSITION_MODE": "one_way",
     "CC_STOP_LOSS_TRIGGER": "vwap",
     "CC_SIZING_BALANCE": 0.0,
 }
@@ -116,6 +117,8 @@ def test_switches_take_only_true_or_false() -> None:
         with pytest.raises(ConfigError, match="CC_MARGIN_MODE must be one of isolated, cross"):
             set_config(CC_MARGIN_MODE=bad)
     assert set_config(CC_MARGIN_MODE="cross", CC_LEVERAGE=5).CC_LEVERAGE == 5
+    with pytest.raises(ConfigError, match="CC_POSITION_MODE must be one of one_way, hedge"):
+        set_config(CC_POSITION_MODE="dual")
     with pytest.raises(ConfigError, match="CC_LEVERAGE must be greater than 0"):
         set_config(CC_LEVERAGE=0)
 
