@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import col
 
 from bkit.core.errors import BkitError
+from bkit.ops.serving import serve_until
 from bkit.store.engine import DatabaseUnavailableError, session_scope
 from bkit.store.tables import EventRecord, SignalRecord, StrategySymbol
 
@@ -237,12 +238,7 @@ def serve_dashboard(server: DashboardServer, stop: threading.Event) -> None:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               daemon=True, name="bkit-dashboard")
     thread.start()
-    try:
-        stop.wait()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    serve_until(server, thread, stop)
 
 
 def _is_loopback(host: str) -> bool:

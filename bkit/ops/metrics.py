@@ -41,6 +41,7 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import col
 
 from bkit.core.signals import LIVE_STATES
+from bkit.ops.serving import serve_until
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.keys import is_halted
 from bkit.store.tables import OrderIntent, SignalRecord, StrategySymbol
@@ -196,10 +197,4 @@ def serve_metrics(address: str = DEFAULT_ADDRESS, port: int = DEFAULT_PORT,
                   stop: threading.Event | None = None) -> None:
     """Serve until `stop` is set (the CLI sets it on SIGINT / SIGTERM)."""
     server, thread = start_metrics_server(address, port)
-    stop = stop or threading.Event()
-    try:
-        stop.wait()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    serve_until(server, thread, stop or threading.Event())
