@@ -13,8 +13,8 @@ on one holding 30 days × 1,000 keys of history, on PostgreSQL, in one process.
    aged ticks run). Then the same minutes are ticked, with the pruning task running beside them.
 
 For each: the Prometheus scrape, `bkit status` (`key_statuses`), `Live.get_data` of one key
-(median of 7) and ticks per second; beside them the floors of the same run: one `SELECT 1`
-round trip and reading every key row.
+(median of 9, fresh and aged measured in turn) and ticks per second; beside them the floors
+of the same run: one `SELECT 1` round trip and reading every key row.
 """
 
 from __future__ import annotations
@@ -138,24 +138,17 @@ def _count(engine: Any, sql: str) -> int:
         return int(conn.execute(text(sql)).scalar() or 0)
 
 
-def _median_ms(fn: Any, repeats: int = 7) -> float:
-    fn()  # warm
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
-def _reads(engine: Any, key_symbol: str) -> dict[str, float]:
+def _readers(engine: Any, key_symbol: str) -> dict[str, Any]:
+    """The reads compared, each bound to `engine`, and the floors."""
     from prometheus_client import generate_latest
     from sqlalchemy import text
 
-    from bkit.live import Live
+    from bkit.live import LiveApi
     from bkit.ops.admin import key_statuses
     from bkit.ops.metrics import make_registry
     registry = make_registry(lambda: engine)
+    live = LiveApi()
+    live._engine = lambda: engine  # type: ignore[method-assign]
 
     def select_one() -> None:
         with engine.connect() as conn:
@@ -165,11 +158,26 @@ def _reads(engine: Any, key_symbol: str) -> dict[str, float]:
         with engine.connect() as conn:
             conn.execute(text("SELECT * FROM strategy_symbol")).all()
 
-    return {"scrape": _median_ms(lambda: generate_latest(registry)),
-            "status": _median_ms(lambda: key_statuses(engine=engine)),
-            "get_data": _median_ms(lambda: Live.get_data(key_symbol, STRATEGY, "paper")),
-            "floor_select1": _median_ms(select_one),
-            "floor_key_rows": _median_ms(key_rows)}
+    return {"scrape": lambda: generate_latest(registry),
+            "status": lambda: key_statuses(engine=engine),
+            "get_data": lambda: live.get_data(key_symbol, STRATEGY, "paper"),
+            "floor_select1": select_one, "floor_key_rows": key_rows}
+
+
+def _interleaved(fresh: dict[str, Any], aged: dict[str, Any], repeats: int = 9
+                 ) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms of each read on both databases, the two taken in turn (fresh, aged, fresh…)
+    so that this machine's drift between minutes weighs on both alike."""
+    times: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in fresh}
+    for name in fresh:
+        fresh[name](), aged[name]()  # warm
+        for _ in range(repeats):
+            for side, reads in enumerate((fresh, aged)):
+                t0 = time.perf_counter()
+                reads[name]()
+                times[name][side].append((time.perf_counter() - t0) * 1000)
+    return ({n: statistics.median(t[0]) for n, t in times.items()},
+            {n: statistics.median(t[1]) for n, t in times.items()})
 
 
 def _copy(engine: Any, table: str, columns: list[str], rows: Any) -> int:
@@ -316,17 +324,17 @@ def main() -> None:
     aged_db = None
     try:
         made, seconds = _tick(engine, ids, START, args.minutes)
-        fresh = _reads(engine, "S00000/ETH") | {"ticks_per_s": made / seconds}
+        fresh_engine = engine
         templates = _templates(engine)
-        drop_database(fresh_db)
-        fresh_db = None
 
         aged_db, engine, ids = _setup("bkit_hist_aged", args.keys)
         t0 = time.perf_counter()
         loaded = _age(engine, ids, templates, args.days, args.trades_per_day, keep_days)
         load_s = time.perf_counter() - t0
         aged_made, aged_seconds = _tick(engine, ids, START, args.minutes)
-        aged = _reads(engine, "S00000/ETH") | {"ticks_per_s": aged_made / aged_seconds}
+        fresh, aged = _interleaved(_readers(fresh_engine, "S00000/ETH"),
+                                   _readers(engine, "S00000/ETH"))
+        fresh["ticks_per_s"], aged["ticks_per_s"] = made / seconds, aged_made / aged_seconds
         # The pruning task deletes the day past BKIT_TICK_HISTORY_DAYS from its own process,
         # as a worker of the maint queue would, while the same ticks go on.
         pruner = subprocess.Popen([sys.executable, "-c", PRUNER.format(
