@@ -1,6 +1,6 @@
-"""The CI soak: 400 keys for 12 hours of replayed market time on real candles, orders through
+"""The CI soak: 300 keys for 8 hours of replayed market time on real candles, orders through
 the paper broker, random SIGKILLs of worker children and main processes, then the invariant
-checker. To fit CI the beat ticks every 30 market minutes (24 ticks per key, 9,600 in all);
+checker. To fit CI the beat ticks every 30 market minutes (16 ticks per key, 4,800 in all);
 `bench/soak.py` runs the long soak: 1,000 keys for 24 hours with the live 61-second period
 (1.44 million ticks), or this one's shape at 1,000 keys (README "Figures")."""
 
@@ -12,7 +12,7 @@ from bench.soak import run_soak
 
 pytestmark = pytest.mark.integration
 
-KEYS, HOURS, TICK_SECONDS, SPEED = 400, 12.0, 1800.0, 700.0
+KEYS, HOURS, TICK_SECONDS, SPEED = 300, 8.0, 1800.0, 700.0
 
 
 def test_soak_with_random_kills_keeps_every_invariant(tmp_path) -> None:
