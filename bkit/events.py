@@ -204,7 +204,7 @@ class EventFollower(threading.Thread):
                    "payload": r.payload or {}, "created_at": None} for r in feed]
         # One key's results in market-time order across the two sources (a sort is stable:
         # rows of one source keep their order).
-        batch.sort(key=lambda e: _market_time(e))
+        batch.sort(key=_market_time)
         return batch
 
 

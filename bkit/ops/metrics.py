@@ -31,7 +31,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -53,10 +52,6 @@ KEY_LABELS = ("strategy", "exchange", "symbol")
 ORDER_INTENT_STATUSES = ("pending", "unknown", "open", "filled", "canceled", "expired",
                          "rejected", "stuck")
 OPEN_POSITION_STATES = ("opening", "opened", "closing")
-
-
-def _ts(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
 
 
 class _Snapshot:

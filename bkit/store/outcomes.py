@@ -18,7 +18,7 @@ from bkit.core.registry import REGISTRY
 from bkit.core.results import Notice, OrderRequest
 from bkit.core.signals import SignalRow
 from bkit.store import signal_rows
-from bkit.store.event_log import notice_event, result_event
+from bkit.store.event_log import count_errors, notice_event, result_event
 from bkit.store.tables import EventRecord, OrderIntent, RiskSlot, StrategySymbol
 from bkit.store.tick_history import TRANSITIONS
 
@@ -115,10 +115,7 @@ def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: T
         key.signal_window = outcome.signal_window
     if outcome.clear_command:
         key.command = None
-    errors = [n for n in notices if n.kind == "error"]
-    if errors:  # the key row is locked and loaded: count on it, no extra statement
-        key.errors_total = (key.errors_total or 0) + len(errors)
-        key.last_error_at, key.last_error_message = when, errors[-1].message[:500]
+    count_errors(session, notices)  # the key row is already locked by this transaction
     # Only transitions stay in the event log (SPEC §13); the tick's caller hands an idle /
     # active / waiting result to listeners without a row (bkit.store.tick_history).
     records = [result_event(key.id, outcome.result, origin, duration_ms)] \

@@ -34,7 +34,6 @@ TRANSITIONS = frozenset({"scheduled", "opened", "closed", "cancelled"})
 #: Small integer codes of the tick actions in `tick_history.action`.
 ACTION_CODES = {"idle": 0, "scheduled": 1, "waiting": 2, "opened": 3, "active": 4,
                 "closed": 5, "cancelled": 6}
-ACTIONS = {code: name for name, code in ACTION_CODES.items()}
 #: A follower refreshes its presence this often; a presence older than PRESENCE_TTL is gone.
 PRESENCE_REFRESH_SECONDS = 2.0
 PRESENCE_TTL_SECONDS = 15.0
@@ -125,19 +124,7 @@ def feed_after(session: Session, after_id: int, limit: int = 500) -> list[TickFe
         .scalars())
 
 
-# --- reading and pruning -------------------------------------------------------------------
-def ticks_of(session: Session, key_id: int, since: datetime | None = None,
-             limit: int = 1440) -> list[dict[str, Any]]:
-    """The newest `limit` compact ticks of one key (oldest first), as dicts."""
-    stmt = select(TickHistoryRecord).where(col(TickHistoryRecord.key_id) == key_id)
-    if since is not None:
-        stmt = stmt.where(col(TickHistoryRecord.minute) >= int(since.timestamp() // 60))
-    rows = list(session.execute(stmt.order_by(col(TickHistoryRecord.id).desc())
-                                .limit(limit)).scalars())
-    return [{"minute": r.minute, "action": ACTIONS.get(r.action, "idle"), "price": r.price,
-             "pnl": r.pnl, "duration_ms": r.duration_ms} for r in reversed(rows)]
-
-
+# --- pruning -------------------------------------------------------------------------------
 @dataclass
 class PruneResult:
     history_rows: int = 0
