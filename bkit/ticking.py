@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm.attributes import set_attribute
 from sqlmodel import Session
 
 from bkit import events
@@ -47,7 +48,7 @@ from bkit.core.position_commands import PositionCommand
 from bkit.core.registry import REGISTRY, Registry, RiskSchema, StrategySchema, get_config
 from bkit.core.results import CallbackCall, Notice, TickResult
 from bkit.core.risk import risk_verdict
-from bkit.core.signals import PublicSignal, SignalRow, ValidSignal
+from bkit.core.signals import PublicSignal, SignalRow, ValidSignal, given_signal_id
 from bkit.core.sizing import entry_sizer
 from bkit.faults import crash_point
 from bkit.pricing import tick_price_and_touch
@@ -64,6 +65,7 @@ from bkit.store.event_log import (
 )
 from bkit.store.keys import Claim, claim_statement, hand_back, is_halted, release_claim
 from bkit.store.outcomes import store_outcome
+from bkit.store.row_updates import write_rows
 from bkit.store.tables import (
     EventRecord,
     RiskBudget,
@@ -247,10 +249,11 @@ def run_ticks(env: TickEnv, key_ids: Sequence[int], bucket: int, *,
     outcome = BatchOutcome(dict.fromkeys(key_ids))
     when = minute_of(bucket)
     claimed = _claim(env, key_ids, bucket)
+    priced_from = time.perf_counter()  # the budget counts pricing and strategies only
     prepared: list[_Prepared] = []
     for index, (claim, snap) in enumerate(claimed):
         if budget_seconds is not None and prepared and \
-                time.perf_counter() - started > budget_seconds:
+                time.perf_counter() - priced_from > budget_seconds:
             outcome.handed_back = hand_back(env.engine, [c for c, _ in claimed[index:]])
             break
         p = _prepare(env, claim, snap, when)
@@ -377,6 +380,7 @@ def _risk_check(session: Session, risk: RiskSchema, ctx: KeyContext, when: datet
                 price: float) -> Callable[[ValidSignal, PublicSignal], str | None]:
     def check(valid: ValidSignal, public: PublicSignal) -> str | None:
         _lock_budget(session, risk.risk_name)
+        session.flush()  # slots this batch took already count (the batch runs no_autoflush)
         slots = [{"symbol": s.symbol, "strategy_name": s.strategy_name,
                   "exchange_name": s.exchange_name, "signal_id": s.signal_id}
                  for s in session.execute(select(RiskSlot).where(
@@ -410,8 +414,26 @@ def _write_back(env: TickEnv, prepared: list[_Prepared], when: datetime, started
         # Lock discipline: every writer of a key's signal rows (ticks, the orders worker)
         # locks the key row first, so the key locks above also guard their signal rows.
         records = signal_rows.live_signals(session, ids)
+        held = _held_slots(session, ids)
         stored: dict[int, tuple[TickOutcome, list[EventRecord], list[int], SignalRow | None,
                                 float]] = {}
+        with session.no_autoflush:  # one flush for the batch (see _risk_check)
+            _write_keys(session, env, prepared, keys, records, held, stored, when, now,
+                        started)
+            write_rows(session, [*records.values(), *keys.values()])
+        session.flush()
+        written = {key_id: _Written(outcome, [event_as_dict(r) for r in added], intent_ids,
+                                    restored, duration)
+                   for key_id, (outcome, added, intent_ids, restored, duration)
+                   in stored.items()}
+        _write_tick_rows(session, env, written)
+    return written
+
+
+def _write_keys(session: Session, env: TickEnv, prepared: list[_Prepared],
+                keys: dict[int, StrategySymbol], records: dict[int, SignalRecord],
+                held: set[tuple[int, str]], stored: dict[int, Any], when: datetime,
+                now: datetime, started: float) -> None:
         for p in prepared:
             key = keys.get(p.claim.key_id)
             if key is None or key.lease_owner != p.claim.owner or \
@@ -421,15 +443,15 @@ def _write_back(env: TickEnv, prepared: list[_Prepared], when: datetime, started
                             p.claim.key_id, p.claim.bucket, holder)
                 continue
             record = records.get(p.claim.key_id)
-            stored[p.claim.key_id] = _write_key(session, env, p, key, record, when, now,
-                                                started)
-        session.flush()
-        written = {key_id: _Written(outcome, [event_as_dict(r) for r in added], intent_ids,
-                                    restored, duration)
-                   for key_id, (outcome, added, intent_ids, restored, duration)
-                   in stored.items()}
-        _write_tick_rows(session, env, written)
-    return written
+            stored[p.claim.key_id] = _write_key(session, env, p, key, record, held, when,
+                                                now, started)
+
+
+def _held_slots(session: Session, key_ids: list[int]) -> set[tuple[int, str]]:
+    """The risk slots the locked keys hold (only their own writers change them)."""
+    return {(int(k), str(s)) for k, s in session.execute(
+        select(RiskSlot.key_id, RiskSlot.signal_id).where(
+            RiskSlot.key_id.in_(key_ids)))}  # type: ignore[attr-defined]
 
 
 def _write_tick_rows(session: Session, env: TickEnv, written: dict[int, _Written]) -> None:
@@ -446,7 +468,8 @@ def _write_tick_rows(session: Session, env: TickEnv, written: dict[int, _Written
 
 
 def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol,
-               record: SignalRecord | None, when: datetime, now: datetime, started: float
+               record: SignalRecord | None, held: set[tuple[int, str]], when: datetime,
+               now: datetime, started: float
                ) -> tuple[TickOutcome, list[EventRecord], list[int], SignalRow | None, float]:
     """Apply the state machine to one locked key and add its rows to the session."""
     ctx = p.ctx
@@ -460,9 +483,11 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol
     check = _risk_check(session, p.risk, ctx, when, p.price) if p.risk else None
     outcome = advance(ctx, state, when, p.price, p.config, answer=p.answer, risk_check=check,
                       uses_broker=uses_broker, touch=p.touch, sizer=p.sizer)
-    if outcome.signal is not None and record is None and \
+    if outcome.signal is not None and record is None and p.answer is not None and \
+            given_signal_id(p.answer.raw) == outcome.signal.id and \
             signal_rows.find_signal(session, p.claim.key_id, outcome.signal.id) is not None:
-        # A strategy reused a signal id of this key: refuse it, never overwrite history.
+        # A strategy reused a signal id of this key: refuse it, never overwrite history
+        # (an id bkit made is a fresh uuid4: nothing to look up).
         outcome = TickOutcome(result=TickResult(
             "idle", ctx.symbol, ctx.strategy_name, ctx.exchange_name, p.price, when),
             notices=[Notice("error", f"signal id {outcome.signal.id!r} already used "
@@ -475,15 +500,18 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol
     duration_ms = (time.perf_counter() - started) * 1000
     added, intent_ids = store_outcome(session, key, record, outcome, when, now, env.origin,
                                       duration_ms=duration_ms, order_amount=amount,
-                                      flush=False)
+                                      flush=False, held_slots=held)
     lag = env.clock.wall_seconds((env.clock.now() - when).total_seconds()) * 1000
-    key.lease_owner, key.lease_until = None, None
-    key.last_tick_at, key.last_tick_lag_ms, key.updated_at = when, lag, now
-    # The counters and the last result of SPEC §13, on the row this transaction already
-    # writes: no statement of their own.
-    key.ticks_total = (key.ticks_total or 0) + 1
-    key.first_tick_at = key.first_tick_at or when
-    key.last_action, key.last_price = outcome.result.action, outcome.result.current_price
+    # The lease released, and the counters and the last result of SPEC §13, on the row this
+    # transaction already writes: no statement of their own. (SQLAlchemy's `set_attribute`:
+    # SQLModel's own `__setattr__` does the same twice over, a cost at thousands of ticks.)
+    for name, value in (("lease_owner", None), ("lease_until", None), ("last_tick_at", when),
+                        ("last_tick_lag_ms", lag), ("updated_at", now),
+                        ("ticks_total", (key.ticks_total or 0) + 1),
+                        ("first_tick_at", key.first_tick_at or when),
+                        ("last_action", outcome.result.action),
+                        ("last_price", outcome.result.current_price)):
+        set_attribute(key, name, value)
     return outcome, added, intent_ids, restored, duration_ms
 
 

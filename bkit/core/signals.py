@@ -208,6 +208,16 @@ def _raw_fields(raw: Any) -> dict[str, Any]:
     )
 
 
+def given_signal_id(raw: Any) -> str | None:
+    """The id a strategy's answer names itself, if any (bkit makes one otherwise)."""
+    if isinstance(raw, Signal):
+        return raw.id  # type: ignore[no-any-return]
+    if isinstance(raw, dict):
+        given = raw.get("id")
+        return given if isinstance(given, str) else None
+    return None
+
+
 def _price(name: str, value: Any, problems: list[str]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.append(f"{name} must be a number, got {_shown(value)}")

@@ -54,7 +54,7 @@ def new_intent(key: StrategySymbol, order: OrderRequest, row: SignalRow | None,
 
 
 def _apply_slot(session: Session, key: StrategySymbol, row: SignalRow, change: str,
-                when: datetime) -> None:
+                when: datetime, held_slots: set[tuple[int, str]] | None) -> None:
     strategy = REGISTRY.strategies.get(key.strategy_name)
     if change == "acquire":
         if strategy is None or strategy.risk_name is None:
@@ -62,7 +62,8 @@ def _apply_slot(session: Session, key: StrategySymbol, row: SignalRow, change: s
         session.add(RiskSlot(risk_name=strategy.risk_name, key_id=key.id, signal_id=row.id,
                              symbol=key.symbol, strategy_name=key.strategy_name,
                              exchange_name=key.exchange_name, acquired_at=when))
-    else:  # release whatever this signal holds, even if the profile was renamed since
+    elif held_slots is None or (key.id, row.id) in held_slots:
+        # Release whatever this signal holds, even if the profile was renamed since.
         session.execute(delete(RiskSlot).where(RiskSlot.key_id == key.id,
                                                RiskSlot.signal_id == row.id))
 
@@ -80,11 +81,14 @@ def _count_close(key: StrategySymbol, row: SignalRow) -> None:
 def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: TickOutcome,
                   when: datetime, now: datetime, origin: str, *,
                   duration_ms: float | None = None, order_amount: float | None = None,
-                  flush: bool = True) -> tuple[list[EventRecord], list[int]]:
+                  flush: bool = True, held_slots: set[tuple[int, str]] | None = None
+                  ) -> tuple[list[EventRecord], list[int]]:
     """Persist `outcome` for `key` (whose live signal row is `record`, or None). Returns the
     event rows added (the result's, if it is a transition, then the notices) and the ids of
     new order intents. `flush=False` leaves the events to
-    the caller's flush (a batch flushes once, so its inserts go out together)."""
+    the caller's flush (a batch flushes once, so its inserts go out together). `held_slots`:
+    the (key id, signal id) risk slots the caller read under the key locks, so a close of a
+    signal holding none costs no statement (None: look)."""
     assert key.id is not None
     row = outcome.signal
     if row is not None and row.state == "closed" and not (
@@ -96,7 +100,7 @@ def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: T
         else:
             session.add(signal_rows.new_record(key.id, row, now))
     if row is not None and outcome.slot is not None:
-        _apply_slot(session, key, row, outcome.slot, when)
+        _apply_slot(session, key, row, outcome.slot, when, held_slots)
     intent_ids: list[int] = []
     if outcome.order is not None:
         intent = new_intent(key, outcome.order, row, now, order_amount)
