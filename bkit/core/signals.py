@@ -211,7 +211,7 @@ def _raw_fields(raw: Any) -> dict[str, Any]:
 def given_signal_id(raw: Any) -> str | None:
     """The id a strategy's answer names itself, if any (bkit makes one otherwise)."""
     if isinstance(raw, Signal):
-        return raw.id  # type: ignore[no-any-return]
+        return raw.id
     if isinstance(raw, dict):
         given = raw.get("id")
         return given if isinstance(given, str) else None
