@@ -25,7 +25,6 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm.attributes import set_attribute
 from sqlmodel import Session
 
 from bkit import events
@@ -63,14 +62,14 @@ from bkit.store.event_log import (
     result_as_dict,
     result_payload,
 )
-from bkit.store.keys import Claim, claim_statement, hand_back, is_halted, release_claim
+from bkit.store.id_lists import ids_in
+from bkit.store.keys import Claim, claim_keys, hand_back, is_halted, release_claim
 from bkit.store.outcomes import store_outcome
-from bkit.store.row_updates import write_rows
+from bkit.store.row_updates import LoadedRow, loaded_rows, write_rows
 from bkit.store.tables import (
     EventRecord,
     RiskBudget,
     RiskSlot,
-    SignalRecord,
     StrategySymbol,
 )
 from bkit.store.tick_history import (
@@ -82,6 +81,7 @@ from bkit.store.tick_history import (
 )
 
 log = logging.getLogger("bkit.tick")
+_KEYS = StrategySymbol.__table__  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -116,7 +116,7 @@ def minute_of(bucket: int) -> datetime:
 
 @dataclass
 class _Snapshot:
-    key: StrategySymbol
+    key: LoadedRow  # the key's row as claimed
     signal: SignalRow | None
     halted: bool = False
     commands: tuple[PositionCommand, ...] = ()
@@ -127,7 +127,7 @@ class _Prepared:
     """A claimed key with everything read outside any transaction: price and answer."""
 
     claim: Claim
-    key: StrategySymbol
+    key: LoadedRow
     strategy: StrategySchema
     risk: RiskSchema | None
     config: Config
@@ -159,21 +159,21 @@ def _claim(env: TickEnv, key_ids: Sequence[int], bucket: int
             # flushes it too; a claim lost in a crash had no write-back, so re-ticking it is
             # right. Saves one disk flush per batch.
             session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        keys = list(session.execute(claim_statement(key_ids, bucket, env.origin,
-                                                    env.lease_seconds)).scalars())
+        keys = claim_keys(session, key_ids, bucket, env.origin, env.lease_seconds)
         if not keys:
             return []
-        records = signal_rows.live_signals(session, [int(k.id) for k in keys])  # type: ignore[arg-type]
-        commands = pending_commands(session, [int(k.id) for k in keys])  # type: ignore[arg-type]
+        claimed_ids = [int(k.id) for k in keys]
+        records = signal_rows.live_signals(session, claimed_ids)
+        commands = pending_commands(session, claimed_ids)
         halted = is_halted(session)
     order = {key_id: i for i, key_id in enumerate(key_ids)}
-    keys.sort(key=lambda k: order.get(int(k.id), 0))  # type: ignore[arg-type]
+    keys.sort(key=lambda k: order.get(int(k.id), 0))
     claimed = []
     for key in keys:
-        record = records.get(int(key.id))  # type: ignore[arg-type]
-        claimed.append((Claim(int(key.id), bucket, env.origin, int(key.lease_version)),  # type: ignore[arg-type]
+        record = records.get(int(key.id))
+        claimed.append((Claim(int(key.id), bucket, env.origin, int(key.lease_version)),
                         _Snapshot(key, None if record is None else signal_rows.to_core(record),
-                                  halted=halted, commands=commands.get(int(key.id), ()))))  # type: ignore[arg-type]
+                                  halted=halted, commands=commands.get(int(key.id), ()))))
     return claimed
 
 
@@ -407,10 +407,10 @@ def _write_back(env: TickEnv, prepared: list[_Prepared], when: datetime, started
     now = datetime.now(UTC)
     ids = sorted(p.claim.key_id for p in prepared)
     with session_scope(env.engine) as session:
-        keys = {int(k.id): k for k in session.execute(  # type: ignore[arg-type]
-            select(StrategySymbol).where(StrategySymbol.id.in_(ids))  # type: ignore[union-attr]
-            .order_by(StrategySymbol.id).with_for_update()  # type: ignore[arg-type]
-            .execution_options(populate_existing=True)).scalars()}
+        table = _KEYS
+        keys = {int(k.id): k for k in loaded_rows(table, session.connection().execute(
+            select(table).where(ids_in(table.c.id, ids, env.engine.dialect.name))
+            .order_by(table.c.id).with_for_update()))}
         # Lock discipline: every writer of a key's signal rows (ticks, the orders worker)
         # locks the key row first, so the key locks above also guard their signal rows.
         records = signal_rows.live_signals(session, ids)
@@ -431,7 +431,7 @@ def _write_back(env: TickEnv, prepared: list[_Prepared], when: datetime, started
 
 
 def _write_keys(session: Session, env: TickEnv, prepared: list[_Prepared],
-                keys: dict[int, StrategySymbol], records: dict[int, SignalRecord],
+                keys: dict[int, LoadedRow], records: dict[int, LoadedRow],
                 held: set[tuple[int, str]], stored: dict[int, Any], when: datetime,
                 now: datetime, started: float) -> None:
         for p in prepared:
@@ -451,7 +451,7 @@ def _held_slots(session: Session, key_ids: list[int]) -> set[tuple[int, str]]:
     """The risk slots the locked keys hold (only their own writers change them)."""
     return {(int(k), str(s)) for k, s in session.execute(
         select(RiskSlot.key_id, RiskSlot.signal_id).where(
-            RiskSlot.key_id.in_(key_ids)))}  # type: ignore[attr-defined]
+            ids_in(RiskSlot.key_id, key_ids, session.get_bind().dialect.name)))}
 
 
 def _write_tick_rows(session: Session, env: TickEnv, written: dict[int, _Written]) -> None:
@@ -467,8 +467,8 @@ def _write_tick_rows(session: Session, env: TickEnv, written: dict[int, _Written
                               | {"key_id": key_id} for key_id, done in quiet], env.origin)
 
 
-def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol,
-               record: SignalRecord | None, held: set[tuple[int, str]], when: datetime,
+def _write_key(session: Session, env: TickEnv, p: _Prepared, key: LoadedRow,
+               record: LoadedRow | None, held: set[tuple[int, str]], when: datetime,
                now: datetime, started: float
                ) -> tuple[TickOutcome, list[EventRecord], list[int], SignalRow | None, float]:
     """Apply the state machine to one locked key and add its rows to the session."""
@@ -503,19 +503,16 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: StrategySymbol
                                       flush=False, held_slots=held)
     lag = env.clock.wall_seconds((env.clock.now() - when).total_seconds()) * 1000
     # The lease released, and the counters and the last result of SPEC §13, on the row this
-    # transaction already writes: no statement of their own. (SQLAlchemy's `set_attribute`:
-    # SQLModel's own `__setattr__` does the same twice over, a cost at thousands of ticks.)
-    for name, value in (("lease_owner", None), ("lease_until", None), ("last_tick_at", when),
-                        ("last_tick_lag_ms", lag), ("updated_at", now),
-                        ("ticks_total", (key.ticks_total or 0) + 1),
-                        ("first_tick_at", key.first_tick_at or when),
-                        ("last_action", outcome.result.action),
-                        ("last_price", outcome.result.current_price)):
-        set_attribute(key, name, value)
+    # transaction already writes: no statement of their own.
+    key.lease_owner, key.lease_until = None, None
+    key.last_tick_at, key.last_tick_lag_ms, key.updated_at = when, lag, now
+    key.ticks_total = (key.ticks_total or 0) + 1
+    key.first_tick_at = key.first_tick_at or when
+    key.last_action, key.last_price = outcome.result.action, outcome.result.current_price
     return outcome, added, intent_ids, restored, duration_ms
 
 
-def _plan_order(session: Session, env: TickEnv, key: StrategySymbol, outcome: TickOutcome,
+def _plan_order(session: Session, env: TickEnv, key: LoadedRow, outcome: TickOutcome,
                 ctx: KeyContext, price: float, when: datetime
                 ) -> tuple[TickOutcome, float | None]:
     """Size the order of `outcome` before its intent is queued. An entry that the market's

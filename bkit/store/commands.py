@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from bkit.core.position_commands import COMMANDS, PositionCommand
 from bkit.store.engine import session_scope
+from bkit.store.id_lists import ids_in
 from bkit.store.tables import OrderIntent, PositionCommandRecord
 
 
@@ -38,14 +39,14 @@ def pending_commands(session: Session, key_ids: Sequence[int]
     """The pending commands of `key_ids`, oldest first, by key (indexed by key and status)."""
     if not key_ids:
         return {}
-    rows = session.execute(select(PositionCommandRecord).where(
-        PositionCommandRecord.key_id.in_(list(key_ids)),  # type: ignore[attr-defined]
-        PositionCommandRecord.status == "pending").order_by(
-        PositionCommandRecord.id)).scalars()  # type: ignore[arg-type]
+    table = PositionCommandRecord.__table__  # type: ignore[attr-defined]
+    rows = session.connection().execute(
+        select(table.c.id, table.c.key_id, table.c.name, table.c.value).where(
+            ids_in(table.c.key_id, key_ids, session.get_bind().dialect.name),
+            table.c.status == "pending").order_by(table.c.id))
     out: dict[int, list[PositionCommand]] = {}
-    for row in rows:
-        assert row.id is not None
-        out.setdefault(row.key_id, []).append(PositionCommand(row.id, row.name, row.value))
+    for command_id, key_id, name, value in rows:
+        out.setdefault(key_id, []).append(PositionCommand(command_id, name, value))
     return {key_id: tuple(commands) for key_id, commands in out.items()}
 
 

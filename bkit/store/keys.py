@@ -12,7 +12,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from bkit.store.engine import session_scope
+from bkit.store.id_lists import ids_in
+from bkit.store.row_updates import LoadedRow, loaded_rows
 from bkit.store.tables import BkitSetting, EventRecord, StrategySymbol
+
+_KEYS = StrategySymbol.__table__  # type: ignore[attr-defined]
 
 KEY_STATUSES = ("enabled", "draining", "paused", "disabled")
 
@@ -63,25 +67,33 @@ def ensure_key(engine: Engine, strategy_name: str, exchange_name: str, symbol: s
 
 
 def claim_statement(key_ids: int | Sequence[int], bucket: int, owner: str,
-                    lease_seconds: float) -> Any:
-    """The conditional UPDATE … RETURNING that claims keys for tick minute `bucket`.
+                    lease_seconds: float, dialect: str = "") -> Any:
+    """The conditional UPDATE … RETURNING that claims keys for tick minute `bucket` (a Core
+    statement: its rows are whole `strategy_symbol` rows, see `claim_keys`).
 
     A key matches only if the minute was not ticked yet, the key is not disabled and no live
     lease is held; the claimed key rows are returned, a key not claimed is missing (a duplicate
     beat, a redelivered message, or another worker holds the key)."""
     now = datetime.now(UTC)
     ids = [key_ids] if isinstance(key_ids, int) else list(key_ids)
-    return (update(StrategySymbol)
-            .where(StrategySymbol.id.in_(ids),  # type: ignore[union-attr]
-                   StrategySymbol.last_bucket < bucket,
-                   StrategySymbol.status != "disabled",
-                   or_(StrategySymbol.lease_until.is_(None),  # type: ignore[union-attr]
-                       StrategySymbol.lease_until < now))  # type: ignore[operator]
+    table = _KEYS
+    return (update(table)
+            .where(ids_in(table.c.id, ids, dialect),
+                   table.c.last_bucket < bucket,
+                   table.c.status != "disabled",
+                   or_(table.c.lease_until.is_(None), table.c.lease_until < now))
             .values(last_bucket=bucket, lease_owner=owner,
                     lease_until=now + timedelta(seconds=lease_seconds),
-                    lease_version=StrategySymbol.lease_version + 1)
-            .returning(StrategySymbol)
-            .execution_options(synchronize_session=False))
+                    lease_version=table.c.lease_version + 1)
+            .returning(*table.c))
+
+
+def claim_keys(session: Session, key_ids: int | Sequence[int], bucket: int, owner: str,
+               lease_seconds: float) -> list[LoadedRow]:
+    """Run `claim_statement` in `session`: the claimed keys' rows, as `LoadedRow`s."""
+    stmt = claim_statement(key_ids, bucket, owner, lease_seconds,
+                           session.get_bind().dialect.name)
+    return loaded_rows(_KEYS, session.connection().execute(stmt))
 
 
 def claim_key(engine: Engine, key_id: int, bucket: int, owner: str, lease_seconds: float
@@ -89,11 +101,10 @@ def claim_key(engine: Engine, key_id: int, bucket: int, owner: str, lease_second
     """Claim `key_id` for tick minute `bucket` in one committed statement (see
     `claim_statement`). None means the claim was refused."""
     with session_scope(engine) as session:
-        key = session.execute(claim_statement(key_id, bucket, owner, lease_seconds)
-                              ).scalars().first()
-        if key is None:
+        keys = claim_keys(session, key_id, bucket, owner, lease_seconds)
+        if not keys:
             return None
-        return Claim(key_id, bucket, owner, int(key.lease_version))
+        return Claim(key_id, bucket, owner, int(keys[0].lease_version))
 
 
 def release_claim(engine: Engine, claim: Claim, **values: object) -> bool:

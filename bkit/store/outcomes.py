@@ -19,6 +19,7 @@ from bkit.core.results import Notice, OrderRequest
 from bkit.core.signals import SignalRow
 from bkit.store import signal_rows
 from bkit.store.event_log import count_errors, notice_event, result_event
+from bkit.store.row_updates import LoadedRow
 from bkit.store.tables import EventRecord, OrderIntent, RiskSlot, StrategySymbol
 from bkit.store.tick_history import TRANSITIONS
 
@@ -29,7 +30,7 @@ def client_order_id(key_id: int, signal_id: str, kind: str, attempt: int) -> str
     return f"bk{digest[:30]}"
 
 
-def new_intent(key: StrategySymbol, order: OrderRequest, row: SignalRow | None,
+def new_intent(key: StrategySymbol | LoadedRow, order: OrderRequest, row: SignalRow | None,
                now: datetime, amount: float | None) -> OrderIntent:
     """An outbox row for `order`; each exit order of a signal (a remainder after a partial
     fill, an operator's retry) gets its own number, so its own client order id. A position
@@ -53,7 +54,7 @@ def new_intent(key: StrategySymbol, order: OrderRequest, row: SignalRow | None,
                        next_attempt_at=now, created_at=now, updated_at=now)
 
 
-def _apply_slot(session: Session, key: StrategySymbol, row: SignalRow, change: str,
+def _apply_slot(session: Session, key: StrategySymbol | LoadedRow, row: SignalRow, change: str,
                 when: datetime, held_slots: set[tuple[int, str]] | None) -> None:
     strategy = REGISTRY.strategies.get(key.strategy_name)
     if change == "acquire":
@@ -68,7 +69,7 @@ def _apply_slot(session: Session, key: StrategySymbol, row: SignalRow, change: s
                                                RiskSlot.signal_id == row.id))
 
 
-def _count_close(key: StrategySymbol, row: SignalRow) -> None:
+def _count_close(key: StrategySymbol | LoadedRow, row: SignalRow) -> None:
     """A trade closed: add it to the key's closed-trade totals (SPEC §13)."""
     pnl = row.pnl_percentage or 0.0
     key.closed_total = (key.closed_total or 0) + 1
@@ -78,12 +79,14 @@ def _count_close(key: StrategySymbol, row: SignalRow) -> None:
         key.closed_realised_total = (key.closed_realised_total or 0.0) + row.realised_pnl_cost
 
 
-def store_outcome(session: Session, key: StrategySymbol, record: Any, outcome: TickOutcome,
+def store_outcome(session: Session, key: StrategySymbol | LoadedRow, record: Any,
+                  outcome: TickOutcome,
                   when: datetime, now: datetime, origin: str, *,
                   duration_ms: float | None = None, order_amount: float | None = None,
                   flush: bool = True, held_slots: set[tuple[int, str]] | None = None
                   ) -> tuple[list[EventRecord], list[int]]:
-    """Persist `outcome` for `key` (whose live signal row is `record`, or None). Returns the
+    """Persist `outcome` for `key` (an ORM row, or the tick's `LoadedRow` that its caller
+    writes back) whose live signal row is `record`, or None. Returns the
     event rows added (the result's, if it is a transition, then the notices) and the ids of
     new order intents. `flush=False` leaves the events to
     the caller's flush (a batch flushes once, so its inserts go out together). `held_slots`:

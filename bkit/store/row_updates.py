@@ -1,54 +1,71 @@
-"""Write the pending changes of many loaded rows with one executemany per shape.
+"""Rows the tick reads with Core and writes back with one executemany per shape.
 
-The ORM's unit of work sends one UPDATE per changed row (it checks each row count), which is
-most of a tick batch's round trips. The tick's write-back holds every row it changes under
-its lock, so it can send them together instead: rows are grouped by the set of columns that
-changed (a column another statement updated meanwhile, such as an error counter, is never in
-a group it did not change in) and each group is one `executemany`, which psycopg sends as one
-pipeline. The rows are then taken out of the session, so its flush does not send them again.
+The ORM's unit of work loads each row into an instrumented object and sends one UPDATE per
+changed row (it checks each row count): most of a tick batch's time at thousands of keys.
+The tick's write-back holds every row it changes under its lock, so it reads them as
+`LoadedRow`s (plain attributes, no instrumentation) and `write_rows` sends their changes
+together: rows are grouped by the set of columns that changed (a column another statement
+updated meanwhile, such as an error counter, is never in a group that did not change it) and
+each group is one `executemany`, which psycopg sends as one pipeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, inspect, update
+from sqlalchemy import Table, bindparam, update
 from sqlmodel import Session
 
 _PK = "_row_pk"
 
 
-def changed_values(obj: Any) -> dict[str, Any]:
-    """The columns of a loaded row whose value changed since it was loaded, with their new
-    values (a column set to its old value is not a change)."""
-    state = inspect(obj)
-    if not state.modified or state.key is None:  # untouched, or not loaded from the table
-        return {}
-    # `committed_state` holds the loaded value of every attribute set since the load.
-    current = state.dict
-    return {name: current[name] for name, loaded in state.committed_state.items()
-            if name in current and current[name] != loaded}
+class LoadedRow:
+    """One table row read with Core: its columns as attributes (set them freely), the table
+    it came from, and what changed since it was read."""
+
+    def __init__(self, table: Table, values: Mapping[str, Any]) -> None:
+        self.__dict__.update(values)
+        self.__dict__["_table"] = table
+        self.__dict__["_loaded"] = dict(values)
+
+    def __getattr__(self, name: str) -> Any:  # only reached for a name that is no column
+        raise AttributeError(f"{self.__dict__['_table'].name} row has no column {name!r}")
+
+    def changes(self) -> dict[str, Any]:
+        """The columns whose value differs from the one read (same value: no change)."""
+        loaded = self.__dict__["_loaded"]
+        return {name: value for name, value in self.__dict__.items()
+                if name in loaded and value != loaded[name]}
+
+    def __repr__(self) -> str:
+        return f"LoadedRow({self.__dict__['_table'].name}, id={self.__dict__.get('id')})"
 
 
-def write_rows(session: Session, rows: Iterable[Any]) -> int:
-    """Send the changes of `rows` (loaded rows of tables with an integer `id`) grouped by
-    shape, one executemany each, and expunge them. Returns how many rows were written."""
-    groups: dict[tuple[Any, tuple[str, ...]], list[dict[str, Any]]] = {}
+def loaded_rows(table: Table, result: Iterable[Any]) -> list[LoadedRow]:
+    """`LoadedRow`s of a Core result's rows (selected or returned with all of `table`'s
+    columns)."""
+    return [LoadedRow(table, row._mapping) for row in result]
+
+
+def write_rows(session: Session, rows: Iterable[LoadedRow]) -> int:
+    """Send the changes of `rows` (of tables with an integer `id`), grouped by shape, one
+    executemany each; afterwards each row counts as just read. Returns the rows written."""
+    groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
     done = []
-    for obj in rows:
-        changed = changed_values(obj)
+    for row in rows:
+        changed = row.changes()
         if not changed:
             continue
-        table = type(obj).__table__
-        shape = (table, tuple(sorted(changed)))
-        groups.setdefault(shape, []).append({_PK: obj.id, **changed})
-        done.append(obj)
+        table = row.__dict__["_table"]
+        groups.setdefault((table, tuple(sorted(changed))), []).append(
+            {_PK: row.id, **changed})
+        done.append((row, changed))
     if not groups:
         return 0
     connection = session.connection()
     for (table, _columns), params in groups.items():
         connection.execute(update(table).where(table.c.id == bindparam(_PK)), params)
-    for obj in done:
-        session.expunge(obj)
+    for row, changed in done:
+        row.__dict__["_loaded"].update(changed)
     return len(done)
