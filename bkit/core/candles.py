@@ -63,12 +63,24 @@ def _as_float(value: object) -> float:
     raise TypeError(f"{type(value).__name__} is not a number")
 
 
+def _is_sound(c: Candle) -> bool:
+    """Whether a `Candle` passes every check of `parse_candle` (the fast path; a candle
+    that fails goes through the full checks, which name the problem)."""
+    ts, o, h, lo, cl, v = c.timestamp, c.open, c.high, c.low, c.close, c.volume
+    return (type(ts) is int and ts >= 0 and type(o) is float and type(h) is float
+            and type(lo) is float and type(cl) is float and type(v) is float
+            and math.isfinite(o + h + lo + cl + v)
+            and o > 0 and h > 0 and lo > 0 and cl > 0 and v >= 0 and h >= lo)
+
+
 def parse_candle(raw: Any, symbol: str = "?") -> Candle:
     """Turn a dict, a tuple/list (ccxt OHLCV row) or a `Candle` into a checked `Candle`.
 
     Raises `CandleError` naming the symbol and timestamp when a value is missing, not a finite
     number, a price is <= 0, the volume is negative or high < low.
     """
+    if type(raw) is Candle and _is_sound(raw):
+        return raw  # already a candle, and every check below holds: nothing to build
     if isinstance(raw, Candle):
         values: Sequence[Any] = [getattr(raw, f) for f in _FIELDS]
     elif isinstance(raw, dict):

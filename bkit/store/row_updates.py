@@ -6,7 +6,9 @@ The tick's write-back holds every row it changes under its lock, so it reads the
 `LoadedRow`s (plain attributes, no instrumentation) and `write_rows` sends their changes
 together: rows are grouped by the set of columns that changed (a column another statement
 updated meanwhile, such as an error counter, is never in a group that did not change it) and
-each group is one `executemany`, which psycopg sends as one pipeline.
+each group is one statement: on PostgreSQL an `UPDATE … FROM unnest(arrays)` (one
+statement whatever the number of rows, its text fixed per shape so it is prepared once),
+elsewhere an `executemany`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table, bindparam, text, update
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session
 
 _PK = "_row_pk"
@@ -64,8 +67,31 @@ def write_rows(session: Session, rows: Iterable[LoadedRow]) -> int:
     if not groups:
         return 0
     connection = session.connection()
-    for (table, _columns), params in groups.items():
-        connection.execute(update(table).where(table.c.id == bindparam(_PK)), params)
+    dialect = connection.dialect
+    for (table, columns), params in groups.items():
+        if dialect.name == "postgresql" and len(params) > 1:
+            connection.execute(*_unnest_update(table, columns, params, dialect))
+        else:
+            connection.execute(update(table).where(table.c.id == bindparam(_PK)), params)
     for row, changed in done:
         row.__dict__["_loaded"].update(changed)
     return len(done)
+
+
+def _unnest_update(table: Table, columns: tuple[str, ...], params: list[dict[str, Any]],
+                   dialect: Dialect) -> tuple[Any, dict[str, list[Any]]]:
+    """`UPDATE t SET c = u.c … FROM unnest(ids, c …) u WHERE t.id = u.id` and its arrays
+    (one per column, each value through the column's own bind processing)."""
+    cols = [table.c[name] for name in columns]
+    arrays: dict[str, list[Any]] = {"ids": [p[_PK] for p in params]}
+    casts = ["CAST(:ids AS BIGINT[])"]
+    for i, column in enumerate(cols):
+        process = column.type.bind_processor(dialect)
+        values = [p[column.key] for p in params]
+        arrays[f"c{i}"] = values if process is None else [process(v) for v in values]
+        casts.append(f"CAST(:c{i} AS {column.type.compile(dialect=dialect)}[])")
+    names = ", ".join(f'"{c.name}"' for c in cols)
+    sets = ", ".join(f'"{c.name}" = u."{c.name}"' for c in cols)
+    sql = (f'UPDATE "{table.name}" AS t SET {sets} FROM unnest({", ".join(casts)}) '
+           f"AS u(id, {names}) WHERE t.id = u.id")
+    return text(sql), arrays

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -312,3 +313,36 @@ def test_real_feeds_parse_cleanly_with_their_gaps(name: str, rows: int, gaps: in
     assert sum(step > 60_000 for step in steps) == gaps
     assert all(step % 60_000 == 0 for step in steps)
     assert all(math.isfinite(c.close) and c.close > 0 for c in candles)
+
+
+# --- Candle objects (what a paper exchange serves) -------------------------------------------
+def test_a_sound_candle_object_is_served_as_is() -> None:
+    candle = Candle(T0_MS, 10.0, 12.0, 8.0, 11.0, 3.0)
+    assert parse_candle(candle, SYMBOL) is candle
+
+
+@pytest.mark.parametrize(
+    ("candle", "problem"),
+    [
+        (Candle(T0_MS, 10.0, 12.0, 8.0, float("nan"), 3.0), "close is nan"),
+        (Candle(T0_MS, 10.0, 12.0, 8.0, 11.0, -1.0), "volume -1.0 < 0"),
+        (Candle(T0_MS, 10.0, 7.0, 8.0, 11.0, 3.0), "high 7.0 < low 8.0"),
+        (Candle(T0_MS, -10.0, 12.0, 8.0, 11.0, 3.0), "open -10.0 <= 0"),
+        (Candle(T0_MS, 10.0, float("inf"), 8.0, 11.0, 3.0), "high is inf"),
+    ],
+)
+def test_an_unsound_candle_object_gets_the_full_checks(candle: Candle, problem: str) -> None:
+    with pytest.raises(CandleError, match=re.escape(problem)):
+        parse_candle(candle, SYMBOL)
+
+
+def test_a_candle_object_with_int_prices_comes_back_with_floats() -> None:
+    parsed = parse_candle(Candle(T0_MS, 10, 12, 8, 11, 3), SYMBOL)  # type: ignore[arg-type]
+    assert parsed == Candle(T0_MS, 10.0, 12.0, 8.0, 11.0, 3.0)
+    assert all(type(v) is float for v in (parsed.open, parsed.high, parsed.low, parsed.close,
+                                          parsed.volume))
+
+
+def test_huge_but_finite_candle_prices_still_pass() -> None:
+    candle = Candle(T0_MS, 1e308, 1e308, 1e308, 1e308, 1e308)  # their sum overflows
+    assert parse_candle(candle, SYMBOL) == candle
