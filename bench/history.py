@@ -140,13 +140,11 @@ def _count(engine: Any, sql: str) -> int:
 
 def _readers(engine: Any, key_symbol: str) -> dict[str, Any]:
     """The reads compared, each bound to `engine`, and the floors."""
-    from prometheus_client import generate_latest
     from sqlalchemy import text
 
     from bkit.live import LiveApi
     from bkit.ops.admin import key_statuses
-    from bkit.ops.metrics import make_registry
-    registry = make_registry(lambda: engine)
+    from bkit.ops.metrics import render_metrics
     live = LiveApi()
     live._engine = lambda: engine  # type: ignore[method-assign]
 
@@ -158,7 +156,7 @@ def _readers(engine: Any, key_symbol: str) -> dict[str, Any]:
         with engine.connect() as conn:
             conn.execute(text("SELECT * FROM strategy_symbol")).all()
 
-    return {"scrape": lambda: generate_latest(registry),
+    return {"scrape": lambda: render_metrics(lambda: engine),
             "status": lambda: key_statuses(engine=engine),
             "get_data": lambda: live.get_data(key_symbol, STRATEGY, "paper"),
             "floor_select1": select_one, "floor_key_rows": key_rows}
