@@ -55,8 +55,15 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    # plan_cache_mode: psycopg prepares a statement run five times, and PostgreSQL would
+    # then keep one generic plan for it; a plan made while a table was small (a fresh
+    # database, the first ticks) stays a sequential scan as the table grows to 100,000
+    # rows. Custom plans are made per execution from the current table size, and the
+    # statement is still parsed only once.
     return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4,
-                         pool_recycle=1800, connect_args={"connect_timeout": 10})
+                         pool_recycle=1800,
+                         connect_args={"connect_timeout": 10,
+                                       "options": "-c plan_cache_mode=force_custom_plan"})
 
 
 def get_engine(url: str | None = None) -> Engine:
