@@ -64,7 +64,7 @@ from bkit.store.event_log import (
 )
 from bkit.store.id_lists import ids_in
 from bkit.store.keys import Claim, claim_keys, hand_back, is_halted, release_claim
-from bkit.store.outcomes import store_outcome
+from bkit.store.outcomes import BatchInserts, store_outcome
 from bkit.store.row_updates import LoadedRow, loaded_rows, write_rows
 from bkit.store.tables import (
     EventRecord,
@@ -400,11 +400,26 @@ def _lock_budget(session: Session, risk_name: str) -> None:
                     .with_for_update())
 
 
+@dataclass
+class _Batch:
+    """One write-back transaction's rows: the locked keys, their live signals and risk
+    slots as read under the locks, and the new rows inserted at the end."""
+
+    keys: dict[int, LoadedRow]
+    records: dict[int, LoadedRow]
+    held: set[tuple[int, str]]
+    when: datetime
+    now: datetime
+    started: float
+    inserts: BatchInserts = field(default_factory=BatchInserts)
+
+
 def _write_back(env: TickEnv, prepared: list[_Prepared], when: datetime, started: float
                 ) -> dict[int, _Written]:
     """One transaction for `prepared`: lock the keys (id order, so batches never deadlock on
-    keys), check each lease (fencing), apply the state machine, store the outcomes."""
-    now = datetime.now(UTC)
+    keys), check each lease (fencing), apply the state machine, store the outcomes: the
+    changed key and signal rows in one statement per shape, the new signals and events in
+    one statement each (bkit.store.row_updates, BatchInserts)."""
     ids = sorted(p.claim.key_id for p in prepared)
     with session_scope(env.engine) as session:
         table = _KEYS
@@ -414,37 +429,24 @@ def _write_back(env: TickEnv, prepared: list[_Prepared], when: datetime, started
         # Lock discipline: every writer of a key's signal rows (ticks, the orders worker)
         # locks the key row first, so the key locks above also guard their signal rows.
         records = signal_rows.live_signals(session, ids)
-        held = _held_slots(session, ids)
-        stored: dict[int, tuple[TickOutcome, list[EventRecord], list[int], SignalRow | None,
-                                float]] = {}
+        batch = _Batch(keys, records, _held_slots(session, ids), when, datetime.now(UTC),
+                       started)
+        written: dict[int, _Written] = {}
         with session.no_autoflush:  # one flush for the batch (see _risk_check)
-            _write_keys(session, env, prepared, keys, records, held, stored, when, now,
-                        started)
+            for p in prepared:
+                key = keys.get(p.claim.key_id)
+                if key is None or key.lease_owner != p.claim.owner or \
+                        key.lease_version != p.claim.version:
+                    holder = None if key is None else (key.lease_owner, key.lease_version)
+                    log.warning("tick %s bucket %s: lease lost (now held by %r); nothing "
+                                "written", p.claim.key_id, p.claim.bucket, holder)
+                    continue
+                written[p.claim.key_id] = _write_key(session, env, p, key, batch)
             write_rows(session, [*records.values(), *keys.values()])
-        session.flush()
-        written = {key_id: _Written(outcome, [event_as_dict(r) for r in added], intent_ids,
-                                    restored, duration)
-                   for key_id, (outcome, added, intent_ids, restored, duration)
-                   in stored.items()}
+            batch.inserts.write(session)
+        session.flush()  # what the ORM still holds: risk slots, commands
         _write_tick_rows(session, env, written)
     return written
-
-
-def _write_keys(session: Session, env: TickEnv, prepared: list[_Prepared],
-                keys: dict[int, LoadedRow], records: dict[int, LoadedRow],
-                held: set[tuple[int, str]], stored: dict[int, Any], when: datetime,
-                now: datetime, started: float) -> None:
-        for p in prepared:
-            key = keys.get(p.claim.key_id)
-            if key is None or key.lease_owner != p.claim.owner or \
-                    key.lease_version != p.claim.version:
-                holder = None if key is None else (key.lease_owner, key.lease_version)
-                log.warning("tick %s bucket %s: lease lost (now held by %r); nothing written",
-                            p.claim.key_id, p.claim.bucket, holder)
-                continue
-            record = records.get(p.claim.key_id)
-            stored[p.claim.key_id] = _write_key(session, env, p, key, record, held, when,
-                                                now, started)
 
 
 def _held_slots(session: Session, key_ids: list[int]) -> set[tuple[int, str]]:
@@ -467,11 +469,10 @@ def _write_tick_rows(session: Session, env: TickEnv, written: dict[int, _Written
                               | {"key_id": key_id} for key_id, done in quiet], env.origin)
 
 
-def _write_key(session: Session, env: TickEnv, p: _Prepared, key: LoadedRow,
-               record: LoadedRow | None, held: set[tuple[int, str]], when: datetime,
-               now: datetime, started: float
-               ) -> tuple[TickOutcome, list[EventRecord], list[int], SignalRow | None, float]:
-    """Apply the state machine to one locked key and add its rows to the session."""
+def _write_key(session: Session, env: TickEnv, p: _Prepared, key: LoadedRow, batch: _Batch
+               ) -> _Written:
+    """Apply the state machine to one locked key and add its rows to the batch."""
+    record, when, now = batch.records.get(p.claim.key_id), batch.when, batch.now
     ctx = p.ctx
     row = None if record is None else signal_rows.to_core(record)
     restored = row if row is not None and row.id not in env.seen_signals else None
@@ -497,10 +498,10 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: LoadedRow,
     if outcome.command_results:
         mark_commands(session, outcome.command_results, now)
     outcome, amount = _plan_order(session, env, key, outcome, ctx, p.price, when)
-    duration_ms = (time.perf_counter() - started) * 1000
+    duration_ms = (time.perf_counter() - batch.started) * 1000
     added, intent_ids = store_outcome(session, key, record, outcome, when, now, env.origin,
                                       duration_ms=duration_ms, order_amount=amount,
-                                      flush=False, held_slots=held)
+                                      held_slots=batch.held, inserts=batch.inserts)
     lag = env.clock.wall_seconds((env.clock.now() - when).total_seconds()) * 1000
     # The lease released, and the counters and the last result of SPEC §13, on the row this
     # transaction already writes: no statement of their own.
@@ -509,7 +510,7 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: LoadedRow,
     key.ticks_total = (key.ticks_total or 0) + 1
     key.first_tick_at = key.first_tick_at or when
     key.last_action, key.last_price = outcome.result.action, outcome.result.current_price
-    return outcome, added, intent_ids, restored, duration_ms
+    return _Written(outcome, added, intent_ids, restored, duration_ms)
 
 
 def _plan_order(session: Session, env: TickEnv, key: LoadedRow, outcome: TickOutcome,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlmodel import Session
 
 from bkit.core.results import Notice, TickResult, jsonable
@@ -20,51 +20,68 @@ def result_payload(result: TickResult, duration_ms: float | None = None) -> dict
     return payload
 
 
+def result_values(key_id: int | None, result: TickResult, origin: str,
+                  duration_ms: float | None = None) -> dict[str, Any]:
+    """The `event` row of a tick result, as column values."""
+    return {"key_id": key_id, "kind": "signal", "action": result.action,
+            "symbol": result.symbol, "strategy_name": result.strategy_name,
+            "exchange_name": result.exchange_name,
+            "signal_id": None if result.signal is None else result.signal.id, "message": "",
+            "origin": origin, "created_at": result.created_at,
+            "payload": result_payload(result, duration_ms)}
+
+
+def notice_values(key_id: int | None, notice: Notice, *, symbol: str | None,
+                  strategy_name: str | None, exchange_name: str | None, when: datetime,
+                  origin: str) -> dict[str, Any]:
+    """The `event` row of a notice (error, milestone, …), as column values."""
+    data = jsonable(dict(notice.data))
+    return {"key_id": key_id, "kind": notice.kind, "action": None, "symbol": symbol,
+            "strategy_name": strategy_name, "exchange_name": exchange_name,
+            "signal_id": data.get("signal_id"), "message": notice.message, "origin": origin,
+            "created_at": when, "payload": data}
+
+
 def result_event(key_id: int | None, result: TickResult, origin: str,
                  duration_ms: float | None = None) -> EventRecord:
-    return EventRecord(key_id=key_id, kind="signal", action=result.action, symbol=result.symbol,
-                       strategy_name=result.strategy_name, exchange_name=result.exchange_name,
-                       signal_id=None if result.signal is None else result.signal.id,
-                       origin=origin, created_at=result.created_at,
-                       payload=result_payload(result, duration_ms))
+    return EventRecord(**result_values(key_id, result, origin, duration_ms))
 
 
 def result_as_dict(key_id: int | None, result: TickResult, origin: str,
                    duration_ms: float | None = None) -> dict[str, Any]:
     """What `event_as_dict(result_event(...))` gives, for a result that is not stored
     (no ORM object made: this runs once per tick that has a listener)."""
-    return {"id": None, "kind": "signal", "action": result.action, "symbol": result.symbol,
-            "strategy_name": result.strategy_name, "exchange_name": result.exchange_name,
-            "signal_id": None if result.signal is None else result.signal.id, "message": "",
-            "created_at": result.created_at, "origin": origin,
-            "payload": result_payload(result, duration_ms)}
+    return values_as_dict(result_values(key_id, result, origin, duration_ms), None)
 
 
 def notice_event(key_id: int | None, notice: Notice, *, symbol: str | None,
                  strategy_name: str | None, exchange_name: str | None, when: datetime,
                  origin: str) -> EventRecord:
-    data = jsonable(dict(notice.data))
-    return EventRecord(key_id=key_id, kind=notice.kind, symbol=symbol,
-                       strategy_name=strategy_name, exchange_name=exchange_name,
-                       signal_id=data.get("signal_id"), message=notice.message, origin=origin,
-                       created_at=when, payload=data)
+    return EventRecord(**notice_values(key_id, notice, symbol=symbol,
+                                       strategy_name=strategy_name,
+                                       exchange_name=exchange_name, when=when, origin=origin))
 
 
-def count_errors(session: Session, records: Sequence[EventRecord], *,
+def count_errors(session: Session, records: Sequence[EventRecord | dict[str, Any]], *,
                  failed_tick: bool = False) -> None:
-    """Add `records`' error events to their keys' counters (SPEC §13: metrics and status read
-    the key row, never a count over the log); `last_error_at` is the newest error's minute
-    (market time, like `last_tick_at`, so "failing" compares the two)."""
-    per_key: dict[int, list[EventRecord]] = {}
+    """Add `records`' error events (rows, or their column values) to their keys' counters
+    (SPEC §13: metrics and status read the key row, never a count over the log);
+    `last_error_at` is the newest error's minute (market time, like `last_tick_at`, so
+    "failing" compares the two)."""
+    per_key: dict[int, list[tuple[datetime, str]]] = {}
     for record in records:
-        if record.kind == "error" and record.key_id is not None:
-            per_key.setdefault(record.key_id, []).append(record)
+        kind, key_id, created_at, message = (
+            (record["kind"], record["key_id"], record["created_at"], record["message"])
+            if isinstance(record, dict) else
+            (record.kind, record.key_id, record.created_at, record.message))
+        if kind == "error" and key_id is not None:
+            per_key.setdefault(key_id, []).append((created_at, message))
     for key_id, errors in per_key.items():
         column = StrategySymbol.__table__.c  # type: ignore[attr-defined]
         values: dict[str, object] = {
             "errors_total": column.errors_total + len(errors),
-            "last_error_at": max(e.created_at for e in errors),
-            "last_error_message": errors[-1].message[:500]}
+            "last_error_at": max(when for when, _ in errors),
+            "last_error_message": errors[-1][1][:500]}
         if failed_tick:
             values["ticks_failed"] = column.ticks_failed + 1
         session.execute(update(StrategySymbol).where(column.id == key_id).values(**values)
@@ -93,3 +110,22 @@ def event_as_dict(record: EventRecord) -> dict[str, Any]:
             "message": record.message, "created_at": record.created_at,
             "origin": record.origin,
             "payload": record.payload or {}}
+
+
+def values_as_dict(values: dict[str, Any], event_id: int | None) -> dict[str, Any]:
+    """`event_as_dict` of the row `values` describe, stored with id `event_id`."""
+    return {"id": event_id, "kind": values["kind"], "action": values["action"],
+            "symbol": values["symbol"], "strategy_name": values["strategy_name"],
+            "exchange_name": values["exchange_name"], "signal_id": values["signal_id"],
+            "message": values["message"], "created_at": values["created_at"],
+            "origin": values["origin"], "payload": values["payload"] or {}}
+
+
+def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert event rows (column values) in one statement; their ids, in order."""
+    if not rows:
+        return []
+    table = EventRecord.__table__  # type: ignore[attr-defined]
+    result = session.connection().execute(
+        insert(table).returning(table.c.id, sort_by_parameter_order=True), list(rows))
+    return [int(event_id) for (event_id,) in result]

@@ -7,10 +7,11 @@ key row lock (lock discipline: every writer of a key's signal rows locks the key
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlmodel import Session
 
 from bkit.core.machine import TickOutcome
@@ -18,9 +19,15 @@ from bkit.core.registry import REGISTRY
 from bkit.core.results import Notice, OrderRequest
 from bkit.core.signals import SignalRow
 from bkit.store import signal_rows
-from bkit.store.event_log import count_errors, notice_event, result_event
+from bkit.store.event_log import (
+    count_errors,
+    insert_events,
+    notice_values,
+    result_values,
+    values_as_dict,
+)
 from bkit.store.row_updates import LoadedRow
-from bkit.store.tables import EventRecord, OrderIntent, RiskSlot, StrategySymbol
+from bkit.store.tables import EventRecord, OrderIntent, RiskSlot, SignalRecord, StrategySymbol
 from bkit.store.tick_history import TRANSITIONS
 
 
@@ -79,19 +86,45 @@ def _count_close(key: StrategySymbol | LoadedRow, row: SignalRow) -> None:
         key.closed_realised_total = (key.closed_realised_total or 0.0) + row.realised_pnl_cost
 
 
+@dataclass
+class BatchInserts:
+    """The new rows of a tick batch, inserted with one statement per table once every key
+    of the batch is written (`write`): new signals, and events with the dicts that go to
+    listeners (their ids filled in by the insert)."""
+
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    dispatched: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_event(self, values: dict[str, Any]) -> dict[str, Any]:
+        self.events.append(values)
+        self.dispatched.append(values_as_dict(values, None))
+        return self.dispatched[-1]
+
+    def write(self, session: Session) -> None:
+        if self.signals:
+            session.connection().execute(insert(SignalRecord.__table__), self.signals)  # type: ignore[attr-defined]
+        for event, event_id in zip(self.dispatched, insert_events(session, self.events),
+                                   strict=True):
+            event["id"] = event_id
+        self.signals, self.events, self.dispatched = [], [], []
+
+
 def store_outcome(session: Session, key: StrategySymbol | LoadedRow, record: Any,
                   outcome: TickOutcome,
                   when: datetime, now: datetime, origin: str, *,
                   duration_ms: float | None = None, order_amount: float | None = None,
-                  flush: bool = True, held_slots: set[tuple[int, str]] | None = None
-                  ) -> tuple[list[EventRecord], list[int]]:
+                  flush: bool = True, held_slots: set[tuple[int, str]] | None = None,
+                  inserts: BatchInserts | None = None) -> tuple[list[Any], list[int]]:
     """Persist `outcome` for `key` (an ORM row, or the tick's `LoadedRow` that its caller
     writes back) whose live signal row is `record`, or None. Returns the
     event rows added (the result's, if it is a transition, then the notices) and the ids of
     new order intents. `flush=False` leaves the events to
     the caller's flush (a batch flushes once, so its inserts go out together). `held_slots`:
     the (key id, signal id) risk slots the caller read under the key locks, so a close of a
-    signal holding none costs no statement (None: look)."""
+    signal holding none costs no statement (None: look). `inserts`: the new signal and
+    event rows go there instead of the session (the caller writes them), and the events
+    come back as the dicts listeners get (`event_as_dict`'s shape)."""
     assert key.id is not None
     row = outcome.signal
     if row is not None and row.state == "closed" and not (
@@ -100,6 +133,8 @@ def store_outcome(session: Session, key: StrategySymbol | LoadedRow, record: Any
     if row is not None:
         if record is not None and record.signal_id == row.id:
             signal_rows.apply_to_record(record, row, now)
+        elif inserts is not None:
+            inserts.signals.append(signal_rows.new_values(key.id, row, now))
         else:
             session.add(signal_rows.new_record(key.id, row, now))
     if row is not None and outcome.slot is not None:
@@ -114,9 +149,9 @@ def store_outcome(session: Session, key: StrategySymbol | LoadedRow, record: Any
 
     names = {"symbol": key.symbol, "strategy_name": key.strategy_name,
              "exchange_name": key.exchange_name, "when": when, "origin": origin}
-    notices = [notice_event(key.id, n, **names) for n in outcome.notices]
+    notices = [notice_values(key.id, n, **names) for n in outcome.notices]
     if outcome.finished:
-        notices.append(notice_event(key.id, Notice("done", "stopped key finished"), **names))
+        notices.append(notice_values(key.id, Notice("done", "stopped key finished"), **names))
         key.status = "disabled"
     if outcome.signal_window is not None:
         key.signal_window = outcome.signal_window
@@ -125,9 +160,12 @@ def store_outcome(session: Session, key: StrategySymbol | LoadedRow, record: Any
     count_errors(session, notices)  # the key row is already locked by this transaction
     # Only transitions stay in the event log (SPEC §13); the tick's caller hands an idle /
     # active / waiting result to listeners without a row (bkit.store.tick_history).
-    records = [result_event(key.id, outcome.result, origin, duration_ms)] \
+    rows = [result_values(key.id, outcome.result, origin, duration_ms)] \
         if outcome.result.action in TRANSITIONS else []
-    records += notices
+    rows += notices
+    if inserts is not None:
+        return [inserts.add_event(values) for values in rows], intent_ids
+    records = [EventRecord(**values) for values in rows]
     session.add_all(records)
     if flush:
         session.flush()

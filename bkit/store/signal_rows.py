@@ -32,15 +32,16 @@ def apply_to_record(record: Any, row: SignalRow, now: datetime) -> Any:
     return record
 
 
+def new_values(key_id: int, row: SignalRow, now: datetime) -> dict[str, Any]:
+    """The `signal` row of a new signal, as column values."""
+    values = {name: getattr(row, name) for name in _ROW_FIELDS}
+    values.update(key_id=key_id, signal_id=row.id, extra=dict(row.extra) or None,
+                  updated_at=now)
+    return values
+
+
 def new_record(key_id: int, row: SignalRow, now: datetime) -> SignalRecord:
-    record = SignalRecord(key_id=key_id, signal_id=row.id, symbol=row.symbol,
-                          strategy_name=row.strategy_name, exchange_name=row.exchange_name,
-                          position=row.position, state=row.state, price_open=row.price_open,
-                          price_take_profit=row.price_take_profit,
-                          price_stop_loss=row.price_stop_loss,
-                          minute_estimated_time=row.minute_estimated_time, cost=row.cost,
-                          created_at=row.created_at)
-    return apply_to_record(record, row, now)
+    return SignalRecord(**new_values(key_id, row, now))
 
 
 def live_signal(session: Session, key_id: int, *, for_update: bool = False

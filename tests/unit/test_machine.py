@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from bkit.core.machine import (
     signal_window_of,
     wants_signal,
 )
-from bkit.core.results import TickResult
+from bkit.core.results import TickResult, jsonable
 from bkit.core.signals import SignalRow
 from tests.unit.spec_oracle import spec_pnl
 
@@ -764,3 +765,6 @@ def test_results_round_trip_through_json_form() -> None:
         data = outcome.result.to_dict()
         assert isinstance(data["created_at"], str)
         assert TickResult.from_dict(data) == outcome.result
+        # The one-pass form equals the plain dataclasses.asdict one, nested parts included.
+        assert data == jsonable(dataclasses.asdict(outcome.result))
+        assert data["signal"]["id"] == outcome.result.signal.id  # type: ignore[union-attr]
