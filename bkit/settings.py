@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     strategies: str = ""
     #: Keys per tick task of the fan-out: one claim and one write-back transaction per batch.
     #: Smaller batches spread a period's work over more workers; 1 = one task per key.
-    tick_batch_size: int = Field(default=20, ge=1, le=1000)
+    tick_batch_size: int = Field(default=100, ge=1, le=1000)
     #: Wall seconds a batch may spend on prices and strategies before it hands the keys it
     #: has not reached to a new batch (capped at a quarter of the tick period).
     tick_batch_budget_seconds: float = Field(default=2.0, gt=0)
