@@ -222,6 +222,8 @@ def _age(engine: Any, ids: list[int], templates: tuple[dict, dict, dict, dict], 
 
     from sqlalchemy import text, update
 
+    from bkit.core.running_statistics import fold_trades
+    from bkit.store.closed_trades import statistics_values
     from bkit.store.tables import StrategySymbol
     from bkit.store.tick_history import ACTION_CODES
 
@@ -230,7 +232,8 @@ def _age(engine: Any, ids: list[int], templates: tuple[dict, dict, dict, dict], 
     step = timedelta(days=1) / trades_per_day
     sig_cols = [c for c in signal if c != "id"]
     ev_cols = ["key_id", "kind", "action", "symbol", "strategy_name", "exchange_name",
-               "signal_id", "message", "origin", "created_at", "payload"]
+               "signal_id", "message", "origin", "created_at", "payload", "position",
+               "price_open", "price_take_profit", "price_stop_loss", "pnl_percentage", "reason"]
 
     def as_text(value: Any) -> Any:
         return json.dumps(value) if isinstance(value, dict | list) else value
@@ -253,7 +256,8 @@ def _age(engine: Any, ids: list[int], templates: tuple[dict, dict, dict, dict], 
                     yield tuple(as_text(row[c]) for c in ev_cols)
             for n in range(days):  # an error a day
                 yield (key_id, error["kind"], None, "S/ETH", STRATEGY, "paper", None,
-                       error["message"], "bench", first + timedelta(days=n), error["payload"])
+                       error["message"], "bench", first + timedelta(days=n), error["payload"],
+                       None, None, None, None, None, None)
 
     def ticks() -> Any:
         since = int((START - timedelta(days=keep_days + 1)).timestamp() // 60)
@@ -269,14 +273,15 @@ def _age(engine: Any, ids: list[int], templates: tuple[dict, dict, dict, dict], 
               "tick_history": _copy(engine, "tick_history", [
                   "key_id", "minute", "action", "price", "pnl", "duration_ms"], ticks())}
     minutes = days * 1440
+    # Every key holds the same trades: their running statistics, as the closes left them.
+    stats = fold_trades((signal["pnl_percentage"] or 0.0, first + n * step,
+                         first + n * step + timedelta(minutes=30))
+                        for n in range(days * trades_per_day))
     with engine.begin() as conn:
         conn.execute(update(StrategySymbol).values(
             ticks_total=minutes, first_tick_at=first, errors_total=days, ticks_failed=days,
-            closed_total=days * trades_per_day,
-            closed_wins=days * trades_per_day // 2,
-            closed_pnl_total=(signal["pnl_percentage"] or 0.0) * days * trades_per_day,
             last_error_message=error["message"], last_error_at=first,
-            last_tick_at=START - timedelta(minutes=1)))
+            last_tick_at=START - timedelta(minutes=1), **statistics_values(stats)))
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
     return loaded

@@ -25,22 +25,28 @@ from bkit.commit_api import PositionCommandsApi
 from bkit.core.errors import BkitError
 from bkit.core.registry import REGISTRY, get_config
 from bkit.core.results import RUN_ACTIONS, TickResult
-from bkit.core.statistics import ClosedTrade, ReportRow, compute_statistics
+from bkit.core.running_statistics import statistics_from
+from bkit.core.statistics import ClosedTrade, LiveStatistics, ReportRow
 from bkit.pricing import tick_price
 from bkit.report.markdown import render_markdown_report
 from bkit.runtime import enqueue_submit
 from bkit.store import signal_rows
+from bkit.store.closed_trades import closed_trades, key_statistics
 from bkit.store.commands import command_status, queue_command
 from bkit.store.engine import get_engine, session_scope
-from bkit.store.event_log import event_as_dict, events_after, last_event_id
+from bkit.store.event_log import event_as_dict, events_after, last_event_id, report_rows
 from bkit.store.keys import ensure_key, find_key, set_command, set_status
 from bkit.store.migrations import ensure_schema
-from bkit.store.tables import EventRecord, SignalRecord, StrategySymbol
+from bkit.store.tables import StrategySymbol
 from bkit.ticking import TickEnv, bucket_of, minute_of, run_tick
 
-REPORT_ACTIONS = ("scheduled", "opened", "closed", "cancelled")
 #: A market symbol as keys store it (the column holds 64 characters).
 _SYMBOL = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
+
+
+def _no_key(symbol: str, strategy_name: str, exchange_name: str) -> ValueError:
+    return ValueError(f"no live key {strategy_name}/{exchange_name}/{symbol}; "
+                      "start it with Live.run or Live.background first")
 
 
 class LiveApi(PositionCommandsApi):
@@ -60,20 +66,22 @@ class LiveApi(PositionCommandsApi):
         REGISTRY.strategy(strategy_name)  # raises UnknownNameError naming it
         REGISTRY.exchange(exchange_name)
 
-    def _key_id(self, symbol: str, strategy_name: str, exchange_name: str,
-                *, create: bool = True) -> int:
+    def _check_key_names(self, symbol: str, strategy_name: str, exchange_name: str) -> None:
         if not isinstance(symbol, str) or not _SYMBOL.match(symbol):
             raise ValueError(f"symbol must be 1-64 printable characters without spaces, "
                              f"got {symbol!r}")
         self._check_names(strategy_name, exchange_name)
+
+    def _key_id(self, symbol: str, strategy_name: str, exchange_name: str,
+                *, create: bool = True) -> int:
+        self._check_key_names(symbol, strategy_name, exchange_name)
         engine = self._engine()
         if create:
             return ensure_key(engine, strategy_name, exchange_name, symbol)
         with session_scope(engine) as session:
             key = find_key(session, strategy_name, exchange_name, symbol)
         if key is None or key.id is None:
-            raise ValueError(f"no live key {strategy_name}/{exchange_name}/{symbol}; "
-                             "start it with Live.run or Live.background first")
+            raise _no_key(symbol, strategy_name, exchange_name)
         return key.id
 
     def _tick_env(self) -> TickEnv:
@@ -221,54 +229,40 @@ class LiveApi(PositionCommandsApi):
         return out
 
     def _closed_trades(self, key_id: int) -> list[ClosedTrade]:
+        """Every closed trade of the key (reports that chart them), in close-time order."""
         with session_scope(self._engine()) as session:
-            records = session.execute(select(SignalRecord).where(
-                SignalRecord.key_id == key_id, SignalRecord.state == "closed")
-                .order_by(SignalRecord.closed_at)).scalars()
-            return [ClosedTrade(signal_id=r.signal_id, symbol=r.symbol, position=r.position,
-                                pnl_percentage=r.pnl_percentage or 0.0,
-                                pnl_cost=r.pnl_cost or 0.0,
-                                opened_at=r.pending_at or r.created_at,
-                                closed_at=r.closed_at or r.created_at,
-                                close_reason=r.close_reason or "")
-                    for r in records]
+            return closed_trades(session, key_id)
 
     def _report_rows(self, key_id: int, limit: int) -> list[ReportRow]:
         with session_scope(self._engine()) as session:
-            records = list(session.execute(select(EventRecord).where(
-                EventRecord.key_id == key_id, EventRecord.kind == "signal",
-                EventRecord.action.in_(REPORT_ACTIONS))  # type: ignore[union-attr]
-                .order_by(EventRecord.id.desc()).limit(limit)).scalars())  # type: ignore
-        rows = []
-        for record in reversed(records):
-            result = TickResult.from_dict(record.payload or {})
-            signal = result.signal
-            rows.append(ReportRow(
-                timestamp=result.created_at, action=result.action, symbol=result.symbol,
-                signal_id=None if signal is None else signal.id,
-                position=None if signal is None else signal.position,
-                price_open=None if signal is None else signal.price_open,
-                price_take_profit=None if signal is None else signal.price_take_profit,
-                price_stop_loss=None if signal is None else signal.price_stop_loss,
-                pnl_percentage=None if result.pnl is None else result.pnl.pnl_percentage,
-                close_reason=result.close_reason or result.reason))
-        return rows
+            return report_rows(session, key_id, limit)
+
+    def _statistics_and_rows(self, symbol: str, strategy_name: str, exchange_name: str,
+                             limit: int) -> tuple[LiveStatistics, list[ReportRow]]:
+        """The key's statistics, from the running figures on its row (SPEC §13: one row, not
+        every trade), and its newest `limit` report rows, in one unit of work."""
+        self._check_key_names(symbol, strategy_name, exchange_name)
+        with session_scope(self._engine()) as session:
+            key = find_key(session, strategy_name, exchange_name, symbol)
+            if key is None or key.id is None:
+                raise _no_key(symbol, strategy_name, exchange_name)
+            return (statistics_from(key_statistics(key)),
+                    report_rows(session, key.id, limit))
 
     def get_data(self, symbol: str, strategy_name: str, exchange_name: str) -> dict[str, Any]:
         """Statistics of SPEC §9 over the key's closed trades, plus `event_list`."""
-        key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
-        stats = compute_statistics(self._closed_trades(key_id))
+        stats, rows = self._statistics_and_rows(symbol, strategy_name, exchange_name,
+                                                get_config().CC_MAX_LIVE_MARKDOWN_ROWS)
         data = asdict(stats)
-        data["event_list"] = self._report_rows(key_id, get_config().CC_MAX_LIVE_MARKDOWN_ROWS)
+        data["event_list"] = rows
         return data
 
     def get_report(self, symbol: str, strategy_name: str, exchange_name: str) -> str:
         """The Markdown report of SPEC §9 for the key."""
-        key_id = self._key_id(symbol, strategy_name, exchange_name, create=False)
         limit = get_config().CC_MAX_LIVE_MARKDOWN_ROWS
-        stats = compute_statistics(self._closed_trades(key_id))
+        stats, rows = self._statistics_and_rows(symbol, strategy_name, exchange_name, limit)
         return render_markdown_report(f"{strategy_name} · {exchange_name} · {symbol}",
-                                      self._report_rows(key_id, limit), stats, max_rows=limit,
+                                      rows, stats, max_rows=limit,
                                       generated_at=datetime.now(UTC))
 
     def dump(self, symbol: str, strategy_name: str, exchange_name: str,

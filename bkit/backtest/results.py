@@ -12,7 +12,13 @@ from typing import Any
 
 from bkit.core.results import TickResult, jsonable
 from bkit.core.signals import PublicSignal
-from bkit.core.statistics import ClosedTrade, LiveStatistics, ReportRow, compute_statistics
+from bkit.core.statistics import (
+    ClosedTrade,
+    LiveStatistics,
+    ReportRow,
+    compute_statistics,
+    report_row,
+)
 from bkit.report.markdown import (
     DEFAULT_MAX_ROWS,
     escape_markdown_cell,
@@ -130,19 +136,6 @@ class BacktestResult:
             notice_counts=dict(data.get("notice_counts") or {}),
             notices=list(data.get("notices") or []),
             wall_seconds=float(data.get("wall_seconds") or 0.0))
-
-
-def report_row(result: TickResult) -> ReportRow:
-    signal = result.signal
-    return ReportRow(
-        timestamp=result.created_at, action=result.action, symbol=result.symbol,
-        signal_id=None if signal is None else signal.id,
-        position=None if signal is None else signal.position,
-        price_open=None if signal is None else signal.price_open,
-        price_take_profit=None if signal is None else signal.price_take_profit,
-        price_stop_loss=None if signal is None else signal.price_stop_loss,
-        pnl_percentage=None if result.pnl is None else result.pnl.pnl_percentage,
-        close_reason=result.close_reason or result.reason)
 
 
 def metric_value(stats: LiveStatistics, metric: str) -> float | None:

@@ -8,6 +8,10 @@ returns are pooled: no daily resampling, no compounding. Percent figures are in 
 Numerical safety: sums are taken with `math.fsum` over values scaled by the largest magnitude, so
 any list of finite inputs gives a result without raising; a figure whose true value lies beyond the
 float range comes out as ±inf, never as NaN.
+
+`compute_statistics` works over the list of trades (the backtest, reports that chart every
+trade); `bkit.core.running_statistics` reaches the same figures one close at a time (a live key,
+whose history grows for ever). Both end in `statistics_of_sums`: one set of formulas and gates.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate
+
+from bkit.core.results import TickResult
 
 SECONDS_PER_DAY = 86_400.0
 DAYS_PER_YEAR = 365.0
@@ -84,7 +90,22 @@ class ReportRow:
     close_reason: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "timestamp", as_utc(self.timestamp))
+        if self.timestamp.tzinfo is not UTC:  # most come in UTC: a report makes up to 250
+            object.__setattr__(self, "timestamp", as_utc(self.timestamp))
+
+
+def report_row(result: TickResult) -> ReportRow:
+    """The report row of a tick result (its time, action, signal, pnl and reason)."""
+    signal = result.signal
+    return ReportRow(
+        timestamp=result.created_at, action=result.action, symbol=result.symbol,
+        signal_id=None if signal is None else signal.id,
+        position=None if signal is None else signal.position,
+        price_open=None if signal is None else signal.price_open,
+        price_take_profit=None if signal is None else signal.price_take_profit,
+        price_stop_loss=None if signal is None else signal.price_stop_loss,
+        pnl_percentage=None if result.pnl is None else result.pnl.pnl_percentage,
+        close_reason=result.close_reason or result.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,17 +224,61 @@ def compute_statistics(
     when D < `min_days_for_annualisation` days or D = 0; any ratio with a zero denominator
     (std_dev 0, no losing trade) is None.
     """
-    if min_trades_for_ratios < 0 or not min_days_for_annualisation >= 0:
-        raise ValueError("min_trades_for_ratios and min_days_for_annualisation must be ≥ 0")
+    check_gates(min_trades_for_ratios, min_days_for_annualisation)
     returns = [trade.pnl_percentage for trade in trades]
     total = len(returns)
     wins = [value for value in returns if value > 0]
     losses = [value for value in returns if value < 0]
     scale = _scale_of(returns)
+    return statistics_of_sums(
+        total=total,
+        win_count=len(wins),
+        loss_count=len(losses),
+        total_pnl=math.fsum(value / scale for value in returns) * scale,
+        avg_pnl=_mean(returns) if total else None,
+        std_dev=_sample_std(returns) if total >= 2 else None,
+        avg_win=_mean(wins) if wins else None,
+        avg_loss=_mean(losses) if losses else None,
+        days=history_days(trades),
+        drawdown=max_drawdown(trades),
+        min_trades_for_ratios=min_trades_for_ratios,
+        min_days_for_annualisation=min_days_for_annualisation,
+    )
 
-    avg_pnl = _mean(returns) if total else None
-    std_dev = _sample_std(returns) if total >= 2 else None
 
+def check_gates(min_trades_for_ratios: int, min_days_for_annualisation: float) -> None:
+    """Refuse gates below 0 (`ValueError`)."""
+    if min_trades_for_ratios < 0 or not min_days_for_annualisation >= 0:
+        raise ValueError("min_trades_for_ratios and min_days_for_annualisation must be ≥ 0")
+
+
+def _quotient(numerator: float, denominator: float) -> float | None:
+    """`numerator / denominator`; None where that is not defined (a zero denominator, or two
+    infinities: only a summary whose sums left the float range has those)."""
+    if denominator == 0:
+        return None
+    value = numerator / denominator
+    return None if math.isnan(value) else value
+
+
+def statistics_of_sums(
+    *,
+    total: int,
+    win_count: int,
+    loss_count: int,
+    total_pnl: float,
+    avg_pnl: float | None,
+    std_dev: float | None,
+    avg_win: float | None,
+    avg_loss: float | None,
+    days: float,
+    drawdown: float,
+    min_trades_for_ratios: int,
+    min_days_for_annualisation: float,
+) -> LiveStatistics:
+    """`LiveStatistics` from the counts, sums and means of a history (what
+    `compute_statistics` and a running summary both reach): the ratio figures and their
+    gates as `compute_statistics` says. Percentage points; `days` of history."""
     sharpe: float | None = None
     certainty: float | None = None
     annualized: float | None = None
@@ -221,11 +286,9 @@ def compute_statistics(
     if total and total >= min_trades_for_ratios:
         assert avg_pnl is not None
         if std_dev is not None and std_dev > 0:
-            sharpe = avg_pnl / std_dev
-        if losses:
-            avg_win = _mean(wins) if wins else 0.0
-            certainty = avg_win / abs(_mean(losses))
-        days = history_days(trades)
+            sharpe = _quotient(avg_pnl, std_dev)
+        if avg_loss is not None:
+            certainty = _quotient(avg_win or 0.0, abs(avg_loss))
         if days > 0 and days >= min_days_for_annualisation:
             trades_per_year = total / (days / DAYS_PER_YEAR)
             yearly = avg_pnl * trades_per_year
@@ -234,15 +297,15 @@ def compute_statistics(
 
     return LiveStatistics(
         total_closed=total,
-        win_count=len(wins),
-        loss_count=len(losses),
-        win_rate=len(wins) / total * 100 if total else None,
+        win_count=win_count,
+        loss_count=loss_count,
+        win_rate=win_count / total * 100 if total else None,
         avg_pnl=avg_pnl,
-        total_pnl=math.fsum(value / scale for value in returns) * scale,
+        total_pnl=total_pnl,
         std_dev=std_dev,
         sharpe_ratio=sharpe,
         annualized_sharpe_ratio=annualized,
         certainty_ratio=certainty,
         expected_yearly_returns=yearly,
-        max_drawdown=max_drawdown(trades),
+        max_drawdown=drawdown,
     )

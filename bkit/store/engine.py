@@ -59,11 +59,13 @@ def make_engine(url: str) -> Engine:
     # then keep one generic plan for it; a plan made while a table was small (a fresh
     # database, the first ticks) stays a sequential scan as the table grows to 100,000
     # rows. Custom plans are made per execution from the current table size, and the
-    # statement is still parsed only once.
+    # statement is still parsed only once. TimeZone=UTC: the driver then hands every time
+    # back in UTC (bkit stores UTC only), so no value needs converting on the way in.
     return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4,
                          pool_recycle=1800,
                          connect_args={"connect_timeout": 10,
-                                       "options": "-c plan_cache_mode=force_custom_plan"})
+                                       "options": "-c plan_cache_mode=force_custom_plan "
+                                                  "-c TimeZone=UTC"})
 
 
 def get_engine(url: str | None = None) -> Engine:

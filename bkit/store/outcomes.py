@@ -19,6 +19,7 @@ from bkit.core.registry import REGISTRY
 from bkit.core.results import Notice, OrderRequest
 from bkit.core.signals import SignalRow
 from bkit.store import signal_rows
+from bkit.store.closed_trades import count_close
 from bkit.store.event_log import (
     count_errors,
     insert_events,
@@ -76,12 +77,9 @@ def _apply_slot(session: Session, key: StrategySymbol | LoadedRow, row: SignalRo
                                                RiskSlot.signal_id == row.id))
 
 
-def _count_close(key: StrategySymbol | LoadedRow, row: SignalRow) -> None:
-    """A trade closed: add it to the key's closed-trade totals (SPEC §13)."""
-    pnl = row.pnl_percentage or 0.0
-    key.closed_total = (key.closed_total or 0) + 1
-    key.closed_wins = (key.closed_wins or 0) + (1 if pnl > 0 else 0)
-    key.closed_pnl_total = (key.closed_pnl_total or 0.0) + pnl
+def _count_close(session: Session, key: StrategySymbol | LoadedRow, row: SignalRow) -> None:
+    """A trade closed: add it to the key's closed-trade totals and statistics (SPEC §9, §13)."""
+    count_close(session, key, row)
     if row.realised_pnl_cost is not None:
         key.closed_realised_total = (key.closed_realised_total or 0.0) + row.realised_pnl_cost
 
@@ -129,7 +127,7 @@ def store_outcome(session: Session, key: StrategySymbol | LoadedRow, record: Any
     row = outcome.signal
     if row is not None and row.state == "closed" and not (
             record is not None and record.signal_id == row.id and record.state == "closed"):
-        _count_close(key, row)
+        _count_close(session, key, row)
     if row is not None:
         if record is not None and record.signal_id == row.id:
             signal_rows.apply_to_record(record, row, now)

@@ -63,10 +63,22 @@ class StrategySymbol(SQLModel, table=True):
     last_action: str | None = Field(default=None, max_length=16)
     last_price: float | None = None
     last_error_message: str | None = None
-    # Closed-trade totals (updated when a trade closes), for `bkit status` and the dashboard.
+    # Closed-trade totals (updated when a trade closes), for `bkit status`, the dashboard and
+    # `Live.get_data`: the fields of `bkit.core.running_statistics.RunningStatistics`, mapped in
+    # `bkit.store.closed_trades` (percentage points; %² for the M2).
     closed_total: int = 0
     closed_wins: int = 0
-    closed_pnl_total: float = 0.0  # sum of pnl_percentage, %
+    closed_losses: int = 0
+    closed_pnl_total: float = 0.0  # plain running sum of pnl_percentage, %
+    closed_pnl_error: float = 0.0  # what that sum lost to rounding (compensated sum)
+    closed_pnl_mean: float = 0.0  # Welford's running mean …
+    closed_pnl_m2: float = 0.0  # … and sum of squared deviations, %²
+    closed_win_sum: float = 0.0
+    closed_loss_sum: float = 0.0
+    closed_equity_peak: float = 0.0  # running peak of the cumulative pnl (from 0)
+    closed_max_drawdown: float = 0.0
+    closed_first_opened_at: datetime | None = _dt()
+    closed_last_at: datetime | None = _dt()
     closed_realised_total: float | None = None  # sum of realised_pnl_cost (broker mode), quote
 
 
@@ -162,7 +174,9 @@ class EventRecord(SQLModel, table=True):
 
     __tablename__ = "event"
     __table_args__ = (Index("ix_event_key_id_id", "key_id", "id"),
-                      Index("ix_event_kind_id", "kind", "id"))
+                      Index("ix_event_kind_id", "kind", "id"),
+                      # the newest N transitions of a key (reports), whatever other keys did
+                      Index("ix_event_key_kind_id", "key_id", "kind", "id"))
 
     id: int | None = Field(default=None, sa_column=Column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
@@ -177,6 +191,15 @@ class EventRecord(SQLModel, table=True):
     origin: str | None = Field(default=None, max_length=96)
     created_at: datetime = Field(sa_type=UTCDateTime)
     payload: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
+    # A tick result's report row (SPEC §9), also in `payload`: a report reads these columns
+    # instead of parsing the JSON of every row. Prices in quote currency, pnl in %; `reason`
+    # is the close reason of a `closed` row, the cancel reason of a `cancelled` one.
+    position: str | None = Field(default=None, max_length=8)
+    price_open: float | None = None
+    price_take_profit: float | None = None
+    price_stop_loss: float | None = None
+    pnl_percentage: float | None = None
+    reason: str | None = None
 
 
 class OrderIntent(SQLModel, table=True):

@@ -3,6 +3,7 @@ PostgreSQL database of the test's own, dropped afterwards)."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import Engine
 
 POSTGRES_ADMIN_URL = os.environ.get("BKIT_TEST_POSTGRES_ADMIN_URL",
                                     "postgresql://postgres@127.0.0.1:5432/test")
@@ -37,3 +39,18 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'bkit.sqlite'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on `db_url` (no schema made), disposed afterwards."""
+    from bkit.store.engine import make_engine
+
+    made = make_engine(db_url)
+    yield made
+    made.dispose()
+
+
+def stored_json(value: object) -> str:
+    """`value` as bkit's JSONText stores it (for rows written below the models)."""
+    return json.dumps(value, separators=(",", ":"), default=str)

@@ -4,9 +4,7 @@ written only while a listener is present."""
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +14,6 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from bkit.store import migrations
-from bkit.store.engine import make_engine
 from bkit.store.tables import (
     EventRecord,
     ListenerPresence,
@@ -34,19 +31,9 @@ from bkit.store.tick_history import (
     say_gone,
     say_present,
 )
+from tests.store.conftest import stored_json
 
 NOW = datetime(2019, 10, 20, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    made = make_engine(db_url)
-    yield made
-    made.dispose()
-
-
-def _json(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))  # as bkit's JSONText stores it
 
 
 def _minute(moment: datetime) -> int:
@@ -79,12 +66,12 @@ def _old_log(engine: Engine) -> int:
                                "price_open": 0.025, "price_close": 0.025}}
             rows.append({"key_id": key_id, "kind": "signal", "action": "active",
                          "created_at": stored(at), "message": "",
-                         "payload": _json(payload)})
+                         "payload": stored_json(payload)})
         for sid, at in (("t1", NOW - timedelta(days=9)), ("t2", NOW - timedelta(days=1))):
             for action in ("opened", "closed"):
                 rows.append({"key_id": key_id, "kind": "signal", "action": action,
                              "signal_id": sid, "created_at": stored(at), "message": "",
-                             "payload": _json({"action": action, "current_price": 0.03,
+                             "payload": stored_json({"action": action, "current_price": 0.03,
                                                     "created_at": at.isoformat()})})
             conn.execute(sa.insert(signal).values(
                 key_id=key_id, signal_id=sid, symbol="XRP/ETH", strategy_name="s",
@@ -94,7 +81,7 @@ def _old_log(engine: Engine) -> int:
                 realised_pnl_cost=1.25 if sid == "t1" else None))
         for n in range(3):
             rows.append({"key_id": key_id, "kind": "error", "created_at": stored(NOW),
-                         "message": f"failed {n}", "payload": _json({"stage": "tick"})})
+                         "message": f"failed {n}", "payload": stored_json({"stage": "tick"})})
         base = {"action": None, "signal_id": None}
         conn.execute(sa.insert(event), [base | row for row in rows])
     return key_id
