@@ -193,9 +193,9 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
     insert_keys(engine, [venue_symbol(i) if place else f"S{i:05d}" for i in range(keys)],
                 "soak", "soak-venue" if place else "soak-paper")
     worker_args = ["worker", "-Q", "ticks,orders,maint", "-c", "2", "--loglevel", "WARNING"]
-    # Node names carry this run's database name, so the orphan sweep below only ever
-    # matches this run's processes (other soaks may run on the same machine).
-    workers = [_spawn([*worker_args, "-n", f"soak{i}.{db}@%h"], env, home / f"worker{i}.log")
+    # Node names start with this run's database name, so the orphan sweep below only ever
+    # matches this run's processes (other soaks and tests may run on the same machine).
+    workers = [_spawn([*worker_args, "-n", f"{db}.w{i}@%h"], env, home / f"worker{i}.log")
                for i in range(2)]
     beat = _spawn(["beat", "-s", str(home / "beat-schedule"), "--loglevel", "WARNING"], env,
                   home / "beat.log")
@@ -229,7 +229,7 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
                     child.send_signal(signal.SIGKILL)
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
-                name = f"soak{index}r{len(result.kills)}.{db}@%h"
+                name = f"{db}.w{index}r{len(result.kills)}@%h"
                 workers[index] = _spawn([*worker_args, "-n", name], env,
                                         home / f"worker{index}.log")
                 result.kills.append(f"main of worker {index}")
@@ -266,7 +266,7 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
             except subprocess.TimeoutExpired:
                 proc.kill()
         for orphan in psutil.process_iter(["cmdline"]):  # pool children of killed mains
-            if f".{db}@" in " ".join(orphan.info["cmdline"] or []):
+            if f"-n {db}.w" in " ".join(orphan.info["cmdline"] or []):
                 with contextlib.suppress(psutil.Error):
                     orphan.kill()
     result.wall_seconds = time.monotonic() - started

@@ -43,6 +43,7 @@ from bkit.store.tables import BkitSetting, OrderIntent, SignalRecord, StrategySy
 
 log = logging.getLogger("bkit.reconcile")
 SETTING_KEY = "reconcile"
+_ID_CHUNK = 500  # client ids per IN (…) list
 
 
 @dataclass
@@ -85,9 +86,6 @@ def _final_ids(session: object, exchange_name: str, client_ids: set[str]) -> set
             OrderIntent.client_order_id.in_(ids[first:first + _ID_CHUNK]),  # type: ignore
             OrderIntent.status.not_in(RETRYABLE))).scalars())  # type: ignore[attr-defined]
     return found
-
-
-_ID_CHUNK = 500  # client ids per IN (…) list
 
 
 def _fills_left(session: object, exchange_name: str) -> dict[str, float]:
