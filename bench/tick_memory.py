@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
+from sqlalchemy.exc import OperationalError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -77,7 +78,7 @@ def _drive(keys: int, minutes: int, warmup: int, top: int) -> None:
     from bkit.broker.registry import broker_for
     from bkit.clock import ManualClock
     from bkit.orders import OrdersEnv, submit_intent
-    from bkit.store.engine import get_engine
+    from bkit.store.engine import DatabaseUnavailableError, get_engine
     from bkit.store.migrations import upgrade
     from bkit.ticking import TickEnv, bucket_of, run_ticks
 
@@ -103,11 +104,17 @@ def _drive(keys: int, minutes: int, warmup: int, top: int) -> None:
         when = START + timedelta(minutes=minute)
         clock.current = when + timedelta(seconds=1)
         for first in range(0, len(ids), 20):
-            out = run_ticks(env, ids[first:first + 20], bucket_of(when))
-            ticks += sum(r is not None for r in out.results.values())
-            while queued:  # the orders worker's part, as soon as the tick committed
-                submit_intent(orders, queued.pop(0))
-                submits += 1
+            try:
+                out = run_ticks(env, ids[first:first + 20], bucket_of(when))
+                ticks += sum(r is not None for r in out.results.values())
+                while queued:  # the orders worker's part, as soon as the tick committed
+                    submit_intent(orders, queued[0])
+                    queued.pop(0)
+                    submits += 1
+            except (OperationalError, DatabaseUnavailableError) as exc:  # a restart
+                print(f"minute {minute}: database unavailable ({type(exc).__name__}); "
+                      "waiting for it, these keys skip the minute", flush=True)
+                time.sleep(5)
         if minute % 10 == 0:
             print(f"minute {minute}: {ticks} ticks, {submits} submits, RSS {_rss_mb():.1f} MB, "
                   f"seen_signals {len(env.seen_signals)}, "
