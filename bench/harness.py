@@ -29,6 +29,27 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def insert_keys(engine: Any, symbols: list[str], strategy_name: str, exchange_name: str
+                ) -> list[int]:
+    """One enabled key per symbol (one multi-row insert); their ids in symbol order."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from bkit.store.tables import StrategySymbol
+
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(StrategySymbol), [
+            {"strategy_name": strategy_name, "exchange_name": exchange_name, "symbol": symbol,
+             "status": "enabled", "last_bucket": -1, "lease_version": 0, "created_at": now,
+             "updated_at": now} for symbol in symbols])
+        return list(conn.execute(select(StrategySymbol.id).where(
+            StrategySymbol.strategy_name == strategy_name,
+            StrategySymbol.exchange_name == exchange_name).order_by(StrategySymbol.id))
+            .scalars())
+
+
 def use_settings(env: dict[str, str]) -> Any:
     """Apply the BKIT_* values of `env` to this process and return the Celery app built
     from them (its broker is read at import, so the module is reloaded)."""

@@ -33,11 +33,13 @@ from typing import Any
 
 import psutil
 import redis
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.harness import create_database, drop_database  # noqa: E402
+from bench.harness import create_database, drop_database, insert_keys  # noqa: E402
+from bench.rss import RssSeries  # noqa: E402
+from bench.rss import report as rss_report  # noqa: E402
 
 REPLAY_START = datetime(2019, 10, 11, 1, 0, 5, tzinfo=UTC)
 
@@ -53,18 +55,8 @@ class SoakResult:
     closed: int
     kills: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
-    rss_start_mb: float | None = None
-    rss_end_mb: float | None = None
-
-
-def _rss_mb(workers: list[subprocess.Popen[bytes]]) -> float:
-    """Resident memory of the worker processes and their pool children (MB)."""
-    total = 0
-    for proc in workers:
-        with contextlib.suppress(psutil.Error):
-            main = psutil.Process(proc.pid)
-            total += sum(p.memory_info().rss for p in [main, *main.children(recursive=True)])
-    return total / 1e6
+    #: RSS of each worker tree (main + pool children) every `rss_every` wall seconds.
+    rss: RssSeries = field(default_factory=RssSeries)
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -131,7 +123,9 @@ def venue_symbol(i: int) -> str:
 
 def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
              redis_db: int = 11, seed: int = 7, home: Path | None = None,
-             tick_seconds: float = 61.0, venue: bool = False) -> SoakResult:
+             tick_seconds: float = 61.0, venue: bool = False, rss_every: float = 30.0
+             ) -> SoakResult:
+    """Run the soak (Redis db `redis_db` is flushed: give concurrent soaks different ones)."""
     rng = random.Random(seed)
     db, db_url = create_database("bkit_soak")
     broker_url = f"redis://127.0.0.1:6379/{redis_db}"
@@ -162,7 +156,7 @@ def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
         os.environ[name] = env[name]
     try:
         return _run(keys, market_hours, speed, tick_seconds, kill_every, rng, db, broker_url,
-                    home, env, place)
+                    home, env, place, rss_every)
     finally:  # leave the caller's environment as it was
         if place is not None:
             place[0].stop()
@@ -178,7 +172,8 @@ def run_soak(keys: int, market_hours: float, speed: float, kill_every: float,
 
 def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
          kill_every: float, rng: random.Random, db: str, broker_url: str, home: Path,
-         env: dict[str, str], place: tuple[Any, dict[str, str]] | None = None) -> SoakResult:
+         env: dict[str, str], place: tuple[Any, dict[str, str]] | None = None,
+         rss_every: float = 30.0) -> SoakResult:
     from bkit.settings import reset_settings
     from bkit.store.engine import dispose_all, get_engine, session_scope
     from bkit.store.migrations import upgrade
@@ -195,15 +190,12 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
     dispose_all()
     engine = get_engine()
     upgrade(engine)
-    now = datetime.now(UTC)
-    with engine.begin() as conn:
-        conn.execute(insert(StrategySymbol), [
-            {"strategy_name": "soak", "exchange_name": "soak-venue" if place else "soak-paper",
-             "symbol": venue_symbol(i) if place else f"S{i:05d}",
-             "status": "enabled", "last_bucket": -1, "lease_version": 0, "created_at": now,
-             "updated_at": now} for i in range(keys)])
+    insert_keys(engine, [venue_symbol(i) if place else f"S{i:05d}" for i in range(keys)],
+                "soak", "soak-venue" if place else "soak-paper")
     worker_args = ["worker", "-Q", "ticks,orders,maint", "-c", "2", "--loglevel", "WARNING"]
-    workers = [_spawn([*worker_args, "-n", f"soak{i}@%h"], env, home / f"worker{i}.log")
+    # Node names start with this run's database name, so the orphan sweep below only ever
+    # matches this run's processes (other soaks and tests may run on the same machine).
+    workers = [_spawn([*worker_args, "-n", f"{db}.w{i}@%h"], env, home / f"worker{i}.log")
                for i in range(2)]
     beat = _spawn(["beat", "-s", str(home / "beat-schedule"), "--loglevel", "WARNING"], env,
                   home / "beat.log")
@@ -211,14 +203,18 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
     started = time.monotonic()
     deadline = started + 4 + market_hours * 3600 / speed
     next_kill = started + kill_every
-    rss_at = started + 0.1 * (deadline - started)
+    rss_at = started + min(rss_every, 10.0)  # the first sample once the workers are up
+
+    def sample_rss() -> None:
+        result.rss.sample(time.monotonic() - started,
+                          [(f"w{i}", w.pid) for i, w in enumerate(workers)])
+
     try:
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            if result.rss_start_mb is None and time.monotonic() >= rss_at:
-                result.rss_start_mb = _rss_mb(workers)
-            if deadline - time.monotonic() < 1.0 and result.rss_end_mb is None:
-                result.rss_end_mb = _rss_mb(workers)
+            if time.monotonic() >= rss_at:
+                sample_rss()
+                rss_at = time.monotonic() + rss_every
             if time.monotonic() < next_kill:
                 continue
             next_kill = time.monotonic() + rng.uniform(0.5, 1.5) * kill_every
@@ -233,9 +229,11 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
                     child.send_signal(signal.SIGKILL)
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
-                workers[index] = _spawn([*worker_args, "-n", f"soak{index}r{len(result.kills)}@%h"],
-                                        env, home / f"worker{index}.log")
+                name = f"{db}.w{index}r{len(result.kills)}@%h"
+                workers[index] = _spawn([*worker_args, "-n", name], env,
+                                        home / f"worker{index}.log")
                 result.kills.append(f"main of worker {index}")
+        sample_rss()  # the end of the replayed time, before the drain
         # Market time when the beat stops (the replay clock's formula; the epoch is 4 s after
         # launch): open positions must have been ticked shortly before it.
         epoch = datetime.fromisoformat(env["BKIT_REPLAY_EPOCH"])
@@ -268,7 +266,7 @@ def _run(keys: int, market_hours: float, speed: float, tick_seconds: float,
             except subprocess.TimeoutExpired:
                 proc.kill()
         for orphan in psutil.process_iter(["cmdline"]):  # pool children of killed mains
-            if "-n soak" in " ".join(orphan.info["cmdline"] or []):
+            if f"-n {db}.w" in " ".join(orphan.info["cmdline"] or []):
                 with contextlib.suppress(psutil.Error):
                     orphan.kill()
     result.wall_seconds = time.monotonic() - started
@@ -319,18 +317,22 @@ def main() -> None:
     parser.add_argument("--tick-seconds", type=float, default=61.0,
                         help="beat period in market seconds")
     parser.add_argument("--kill-every", type=float, default=60.0, help="real seconds")
+    parser.add_argument("--redis-db", type=int, default=11,
+                        help="Redis database of the broker (flushed at start and end)")
+    parser.add_argument("--rss-every", type=float, default=30.0,
+                        help="wall seconds between two RSS samples of the workers")
     parser.add_argument("--venue", action="store_true",
                         help="orders through the real ccxt client to the venue model")
     args = parser.parse_args()
     res = run_soak(args.keys, args.market_hours, args.speed, args.kill_every,
-                   tick_seconds=args.tick_seconds, venue=args.venue)
+                   redis_db=args.redis_db,
+                   tick_seconds=args.tick_seconds, venue=args.venue, rss_every=args.rss_every)
     print(f"keys={res.keys} market_hours={res.market_hours:g} "
           f"tick_seconds={res.tick_seconds:g} wall={res.wall_seconds:.0f}s "
           f"ticks={res.ticks} opened={res.opened} closed={res.closed} kills={len(res.kills)} "
           f"violations={len(res.violations)}", flush=True)
-    if res.rss_start_mb is not None and res.rss_end_mb is not None:
-        print(f"worker RSS (2 workers with their pool children): {res.rss_start_mb:.0f} MB at "
-              f"10 % of the run, {res.rss_end_mb:.0f} MB at its end", flush=True)
+    if res.rss.times:
+        print(rss_report(res.rss), flush=True)
     for violation in res.violations:
         print("VIOLATION:", violation)
     sys.exit(1 if res.violations else 0)

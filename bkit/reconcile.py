@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bkit import events
 from bkit.core.candles import floor_to_minute
@@ -43,6 +43,7 @@ from bkit.store.tables import BkitSetting, OrderIntent, SignalRecord, StrategySy
 
 log = logging.getLogger("bkit.reconcile")
 SETTING_KEY = "reconcile"
+_ID_CHUNK = 500  # client ids per IN (…) list
 
 
 @dataclass
@@ -66,31 +67,50 @@ def _held(session: object, exchange_name: str) -> list[HeldPosition]:
             for r in rows if r.position == "long" and (r.amount or 0.0) > 0]
 
 
-def _intent_ids(session: object, exchange_name: str) -> tuple[set[str], set[str]]:
-    rows = session.execute(select(OrderIntent.client_order_id, OrderIntent.status)  # type: ignore
-                           .where(OrderIntent.exchange_name == exchange_name)).all()
-    in_flight = {cid for cid, status in rows if status in RETRYABLE}
-    return in_flight, {cid for cid, status in rows if status not in RETRYABLE}
+def _in_flight_ids(session: object, exchange_name: str) -> set[str]:
+    """Client ids of the intents the orders worker still acts on (bounded by what is in
+    flight and the resting stops, not by the order history)."""
+    return set(session.execute(select(OrderIntent.client_order_id).where(  # type: ignore
+        OrderIntent.exchange_name == exchange_name,
+        OrderIntent.status.in_(RETRYABLE))).scalars())  # type: ignore[attr-defined]
+
+
+def _final_ids(session: object, exchange_name: str, client_ids: set[str]) -> set[str]:
+    """Those of `client_ids` whose intent has ended: only the ids asked about are read, so a
+    run costs the venue's open orders, never every intent ever made (SPEC §13)."""
+    found: set[str] = set()
+    ids = sorted(client_ids)
+    for first in range(0, len(ids), _ID_CHUNK):
+        found.update(session.execute(select(OrderIntent.client_order_id).where(  # type: ignore
+            OrderIntent.exchange_name == exchange_name,
+            OrderIntent.client_order_id.in_(ids[first:first + _ID_CHUNK]),  # type: ignore
+            OrderIntent.status.not_in(RETRYABLE))).scalars())  # type: ignore[attr-defined]
+    return found
 
 
 def _fills_left(session: object, exchange_name: str) -> dict[str, float]:
     """Per base asset: what bkit's own fills left in the account (buys net of base-asset
-    fees − sells − the dust recorded on closed signals)."""
+    fees − sells − the dust recorded on closed signals). Summed by the database per symbol
+    and side: the rows read are bounded by the markets traded, not by the fills ever made."""
     left: dict[str, float] = {}
-    rows = session.execute(select(OrderIntent).where(  # type: ignore[attr-defined]
-        OrderIntent.exchange_name == exchange_name,
-        OrderIntent.filled_amount > 0)).scalars()  # type: ignore[operator]
-    for intent in rows:
-        base = base_of(intent.symbol)
-        filled, fee = float(intent.filled_amount or 0.0), float(intent.base_fee or 0.0)
-        left[base] = left.get(base, 0.0) + (filled - fee if intent.side == "buy"
-                                            else -filled - fee)
-    dust = session.execute(select(SignalRecord).where(  # type: ignore[attr-defined]
-        SignalRecord.exchange_name == exchange_name, SignalRecord.state == "closed",
-        SignalRecord.dust > 0)).scalars()  # type: ignore[operator]
-    for record in dust:
-        base = base_of(record.symbol)
-        left[base] = left.get(base, 0.0) - float(record.dust or 0.0)
+    filled = func.sum(OrderIntent.filled_amount)
+    fees = func.sum(func.coalesce(OrderIntent.base_fee, 0.0))
+    rows = session.execute(select(OrderIntent.symbol, OrderIntent.side, filled, fees)  # type: ignore
+                           .where(OrderIntent.exchange_name == exchange_name,
+                                  OrderIntent.filled_amount > 0)  # type: ignore[operator]
+                           .group_by(OrderIntent.symbol, OrderIntent.side)).all()
+    for symbol, side, amount, fee in rows:
+        base = base_of(symbol)
+        amount, fee = float(amount or 0.0), float(fee or 0.0)
+        left[base] = left.get(base, 0.0) + (amount - fee if side == "buy" else -amount - fee)
+    dust = session.execute(select(SignalRecord.symbol, func.sum(SignalRecord.dust))  # type: ignore
+                           .where(SignalRecord.exchange_name == exchange_name,
+                                  SignalRecord.state == "closed",
+                                  SignalRecord.dust > 0)  # type: ignore[operator]
+                           .group_by(SignalRecord.symbol)).all()
+    for symbol, amount in dust:
+        base = base_of(symbol)
+        left[base] = left.get(base, 0.0) - float(amount or 0.0)
     return left
 
 
@@ -130,7 +150,9 @@ def compare_exchange(env: OrdersEnv, exchange_name: str) -> ExchangeView | None:
         return view
     with session_scope(env.engine) as session:  # the database after the venue
         positions = _held(session, exchange_name)
-        in_flight, final = _intent_ids(session, exchange_name)
+        in_flight = _in_flight_ids(session, exchange_name)
+        final = _final_ids(session, exchange_name,
+                           {o.client_order_id for o in orders if o.client_order_id} - in_flight)
         left = _fills_left(session, exchange_name)
     positions_of = getattr(broker, "positions", None)
     futures = callable(positions_of)
@@ -144,7 +166,7 @@ def compare_exchange(env: OrdersEnv, exchange_name: str) -> ExchangeView | None:
     suspects = {d.data["client_order_id"] for d in differences if "client_order_id" in d.data}
     if suspects:  # read them again: an intent may have committed since
         with session_scope(env.engine) as session:
-            again, _ = _intent_ids(session, exchange_name)
+            again = _in_flight_ids(session, exchange_name)
         differences = [d for d in differences if d.data.get("client_order_id") not in again]
     view.differences = differences
     if futures:  # compare positions, find liquidations

@@ -96,7 +96,12 @@ class TickEnv:
     #: The order broker of an exchange, or None: signals only (SPEC §8).
     brokers: Callable[[str], OrderBroker | None] = lambda _name: None
     enqueue_order: Callable[[int], None] | None = None
-    seen_signals: set[str] = field(default_factory=set)  # restored-signal detection
+    #: Restored-signal detection: key id → the live signal this process last ticked. A live
+    #: signal it has not seen (a restart, or another process made it) gets `on_schedule` /
+    #: `on_active` first. One entry per key with a live signal: a key's entry goes when a
+    #: tick finds the key flat, however its signal ended (here, in another process, or by
+    #: the orders worker), so the map never grows with the signals ever made.
+    seen_signals: dict[int, str] = field(default_factory=dict)
     #: BKIT_TICK_HISTORY_DAYS: days of compact tick history kept (0: none written).
     history_days: float = 7.0
 
@@ -147,6 +152,7 @@ class _Written:
     intent_ids: list[int]
     restored: SignalRow | None
     duration_ms: float | None = None
+    live_signal_id: str | None = None  # the key's live signal after this tick, if any
 
 
 def _claim(env: TickEnv, key_ids: Sequence[int], bucket: int
@@ -475,7 +481,8 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: LoadedRow, bat
     record, when, now = batch.records.get(p.claim.key_id), batch.when, batch.now
     ctx = p.ctx
     row = None if record is None else signal_rows.to_core(record)
-    restored = row if row is not None and row.id not in env.seen_signals else None
+    seen = env.seen_signals.get(p.claim.key_id)
+    restored = row if row is not None and row.id != seen else None
     status = _effective_status(key.status, p.halted)  # halt read at claim, ms ago
     uses_broker = env.brokers(key.exchange_name) is not None
     in_flight = bool(p.commands) and uses_broker and orders_in_flight(session, p.claim.key_id)
@@ -510,7 +517,9 @@ def _write_key(session: Session, env: TickEnv, p: _Prepared, key: LoadedRow, bat
     key.ticks_total = (key.ticks_total or 0) + 1
     key.first_tick_at = key.first_tick_at or when
     key.last_action, key.last_price = outcome.result.action, outcome.result.current_price
-    return _Written(outcome, added, intent_ids, restored, duration_ms)
+    after = outcome.signal if outcome.signal is not None else row
+    live_id = after.id if after is not None and after.is_live else None
+    return _Written(outcome, added, intent_ids, restored, duration_ms, live_id)
 
 
 def _plan_order(session: Session, env: TickEnv, key: LoadedRow, outcome: TickOutcome,
@@ -546,13 +555,10 @@ def _after_commit(env: TickEnv, p: _Prepared, done: _Written, when: datetime) ->
         calls.append(CallbackCall(name, (ctx.symbol, restored.public(), price, when)))
     calls += outcome.callbacks
     calls.append(CallbackCall("on_tick", (ctx.symbol, outcome.result, when)))
-    if outcome.signal is not None:
-        if outcome.signal.is_live:
-            env.seen_signals.add(outcome.signal.id)
-        else:
-            env.seen_signals.discard(outcome.signal.id)
-    elif restored is not None:
-        env.seen_signals.add(restored.id)
+    if done.live_signal_id is None:
+        env.seen_signals.pop(p.claim.key_id, None)
+    else:
+        env.seen_signals[p.claim.key_id] = done.live_signal_id
     for intent_id in done.intent_ids:
         if env.enqueue_order is not None:
             try:

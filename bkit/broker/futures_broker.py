@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,18 @@ MARGIN_MODES = ("isolated", "cross")
 #: Client order id prefixes Binance gives the orders that close a position by liquidation
 #: (and by auto-deleveraging).
 LIQUIDATION_PREFIXES = ("autoclose-", "adl_autoclose")
+#: Orders a broker remembers (stops it placed, final orders it looked up), most recent kept:
+#: memory only saves requests (a forgotten stop is asked on both endpoints, a forgotten final
+#: order looked up again), so a worker that trades for months keeps a bounded amount of it.
+REMEMBERED_ORDERS = 10_000
+
+
+def _remember(known: OrderedDict[tuple[str, str], str], key: tuple[str, str], value: str,
+              limit: int) -> None:
+    known[key] = value
+    known.move_to_end(key)
+    while len(known) > limit:
+        known.popitem(last=False)
 #: Binance codes ccxt raises as a plain ExchangeError when the URL is not Binance's.
 _CODE_KINDS = {-2019: "insufficient_funds", -2018: "insufficient_funds",
                -2022: "invalid_order", -2021: "invalid_order", -4120: "invalid_order",
@@ -101,8 +114,11 @@ class FuturesBroker:
         self.leverage = leverage
         self.margin_mode = margin_mode
         self.hedge = hedge
-        self._stop_ids: set[tuple[str, str]] = set()  # (symbol, client id) placed as stops
-        self._order_clients: dict[tuple[str, str], str] = {}  # final orders' client ids
+        self.remembered = REMEMBERED_ORDERS
+        #: (symbol, client id) of the stops placed here (the value is unused)
+        self._stop_ids: OrderedDict[tuple[str, str], str] = OrderedDict()
+        #: (symbol, exchange order id) → client id of the final orders looked up here
+        self._order_clients: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     # plumbing ---------------------------------------------------------------------------------
     def _call(self, method: str, *args: Any) -> Any:
@@ -294,7 +310,7 @@ class FuturesBroker:
         self._market(symbol)
         params = self._params(side, client_order_id, closing=True)
         params["stopLossPrice"] = float(self.exchange.format_price(symbol, stop_price))
-        self._stop_ids.add((symbol, client_order_id))
+        _remember(self._stop_ids, (symbol, client_order_id), "", self.remembered)
         return self._create(symbol, side, amount, client_order_id, params)
 
     def _kinds(self, symbol: str, client_order_id: str) -> tuple[bool, bool]:
@@ -470,7 +486,7 @@ class FuturesBroker:
             order = ExchangeOrder.from_ccxt(raw)
             client_id = order.client_order_id or ""
             if order.status in ("closed", "canceled", "expired", "rejected"):
-                self._order_clients[(symbol, order_id)] = client_id
+                _remember(self._order_clients, (symbol, order_id), client_id, self.remembered)
             if client_id.startswith(LIQUIDATION_PREFIXES):
                 found.append(venue_order(order, client_id))
         return found

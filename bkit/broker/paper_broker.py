@@ -119,15 +119,22 @@ class PaperBroker:
         return [Fill(order.amount, order.fill_price, answer.fees[0])]
 
     def _holdings(self) -> dict[str, float]:
+        """Per base asset: what the paper fills left (buys net of fees taken in the base,
+        minus sells). Summed by the database per market, side and fee currency, so the rows
+        read are bounded by the markets traded, not by the orders ever filled."""
         held: dict[str, float] = {}
         with session_scope(self.engine) as session:
-            rows = session.execute(select(PaperOrder).where(
-                PaperOrder.exchange_name == self.exchange_name)).scalars().all()
-            for order in rows:
-                base = base_of(order.symbol)
-                fee_in_base = order.fee if (order.fee_currency or "") == base else 0.0
-                change = order.amount - fee_in_base if order.side == "buy" else -order.amount
-                held[base] = held.get(base, 0.0) + change
+            rows = session.execute(select(
+                PaperOrder.symbol, PaperOrder.side, PaperOrder.fee_currency,
+                func.sum(PaperOrder.amount), func.sum(PaperOrder.fee)).where(
+                PaperOrder.exchange_name == self.exchange_name).group_by(
+                PaperOrder.symbol, PaperOrder.side, PaperOrder.fee_currency)).all()
+        for symbol, side, fee_currency, amount, fee in rows:
+            base = base_of(symbol)
+            fee_in_base = float(fee or 0.0) if (fee_currency or "") == base else 0.0
+            amount = float(amount or 0.0)
+            change = amount - fee_in_base if side == "buy" else -amount
+            held[base] = held.get(base, 0.0) + change
         return held
 
     def free_balance(self, asset: str) -> float:

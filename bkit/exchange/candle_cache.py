@@ -337,18 +337,24 @@ class MemoryCandleCache(SharedCandleCache):
         with self._lock:
             return self._live(name)
 
+    def _store(self, name: str, value: str, ttl_ms: int) -> None:
+        """Insert as the most recent entry; the least recent go beyond `max_entries` (the
+        caller holds the lock). Fill locks and failure notes count too, so nothing a worker
+        stores here can outgrow the bound."""
+        self._entries[name] = (value, time.monotonic() + ttl_ms / 1000)
+        self._entries.move_to_end(name)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
     def _set(self, name: str, value: str, ttl_ms: int) -> None:
         with self._lock:
-            self._entries[name] = (value, time.monotonic() + ttl_ms / 1000)
-            self._entries.move_to_end(name)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self._store(name, value, ttl_ms)
 
     def _set_nx(self, name: str, value: str, ttl_ms: int) -> bool:
         with self._lock:
             if self._live(name) is not None:
                 return False
-            self._entries[name] = (value, time.monotonic() + ttl_ms / 1000)
+            self._store(name, value, ttl_ms)
             return True
 
     def _delete_if(self, name: str, value: str) -> None:

@@ -157,6 +157,21 @@ def test_stop_market_placed_found_listed_and_cancelled(fut: Venue, make_broker: 
     assert [p.amount for p in fut.positions()] == [D("0.1")]
 
 
+def test_a_broker_remembers_a_bounded_number_of_stops_and_still_finds_the_forgotten(
+        fut: Venue, make_broker: Make) -> None:
+    broker = make_broker(leverage=5)
+    broker.remembered = 2
+    _long(broker, 0.3)
+    for cid in ("sl-a", "sl-b", "sl-c"):
+        broker.place_stop(SYMBOL, "sell", 0.1, 49000, cid)
+    assert list(broker._stop_ids) == [(SYMBOL, "sl-b"), (SYMBOL, "sl-c")]
+    forgotten = broker.lookup(SYMBOL, "sl-a")  # asked on both endpoints, as a fresh broker
+    assert forgotten is not None and (forgotten.state, forgotten.amount) == ("open", 0.1)
+    broker.cancel(SYMBOL, "sl-a")
+    assert broker.lookup(SYMBOL, "sl-a").state == "canceled"  # type: ignore[union-attr]
+    assert sorted(o.client_order_id for o in broker.open_orders(SYMBOL)) == ["sl-b", "sl-c"]
+
+
 def test_stop_that_triggers_is_found_filled(fut: Venue, make_broker: Make) -> None:
     broker = make_broker(leverage=5)
     _long(broker)

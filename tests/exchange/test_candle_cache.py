@@ -209,6 +209,23 @@ def test_memory_cache_is_bounded_and_expires(xrp_candles: list[Candle]) -> None:
     assert cache.get(windows[4]) is None
 
 
+def test_memory_cache_bound_holds_fill_locks_too_and_still_serves_correct_candles(
+        fake: FakeExchange, exchange: CcxtExchange, xrp_candles: list[Candle]) -> None:
+    """Leaders that died holding their fill locks (a killed worker child) cannot grow the
+    per-process cache past its bound, and what it serves after evictions is still right."""
+    cache = MemoryCandleCache(max_entries=4, lock_ms=60_000)
+    for i in range(50):
+        window = CandleWindow.of(NAME, SYMBOL, "1m", tick_time(xrp_candles, 100 + i), 1)
+        assert cache._set_nx("l|" + window.key, f"dead-leader-{i}", 60_000)
+    assert len(cache) == 4
+    for minute in range(1000, 1012):  # 12 windows through a bound of 4
+        when = tick_time(xrp_candles, minute)
+        assert ask(cache, exchange, when) == window_of(xrp_candles, when)
+        assert len(cache) <= 4
+    assert ask(cache, exchange, when) == window_of(xrp_candles, when)
+    assert last_cache_outcome() == "hit"
+
+
 def test_a_crashed_leader_lock_expires(
         fake: FakeExchange, exchange: CcxtExchange, xrp_candles: list[Candle]) -> None:
     cache = MemoryCandleCache(lock_ms=200)
