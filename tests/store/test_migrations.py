@@ -292,3 +292,15 @@ def test_two_upgrades_at_once_do_not_race(db_url: str, engines: list[Engine]) ->
     assert sorted(results, key=str) == [(LATEST_VERSION, LATEST_VERSION), (None, LATEST_VERSION)]
     with first.connect() as conn:
         assert schema_differences(conn) == []
+
+
+def test_key_rows_leave_room_for_their_next_version_on_postgresql(pg_url: str) -> None:
+    """0005: `strategy_symbol` pages are filled to half, so the two updates every tick makes
+    to a key row stay on its page (HOT: no index entry written)."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    with engine.connect() as conn:
+        options = conn.execute(sa.text(
+            "SELECT reloptions FROM pg_class WHERE relname = 'strategy_symbol'")).scalar_one()
+    engine.dispose()
+    assert options == ["fillfactor=50"]
