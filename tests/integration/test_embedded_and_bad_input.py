@@ -29,7 +29,7 @@ def test_embedded_default_worker_with_beat_trades_and_live_run_sees_it(
     runtime = make_runtime(None, None, speed=60.0)  # no database or broker settings at all
     assert "BKIT_DATABASE_URL" not in runtime.env and "BKIT_BROKER_URL" not in runtime.env
     runtime.start_worker("-B", "-s", str(runtime.home / "beat-schedule"))
-    results = Live.run("XRP/ETH", "it-long", "paper")
+    results = Live.run("XRP/ETH", "it-long-brief", "paper")
     opened = next(results)
     assert opened.action == "opened"
     assert (runtime.home / "bkit.sqlite").exists()
