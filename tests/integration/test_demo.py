@@ -26,14 +26,16 @@ pytestmark = pytest.mark.integration
 BKIT = Path(sys.executable).parent / "bkit"
 
 
-def _demos(homes: list[Path], minutes: int) -> list[list[str]]:
-    """`bkit demo` once per home, all at the same time (each on its own embedded database
-    and broker under its home); the output of each, less its `state in <home>` line."""
+def _demos(tmp_path: Path, minutes: int) -> list[list[str]]:
+    """`bkit demo` twice at the same time, each on its own embedded database and broker: once
+    with `--home`, once in its default home (`$BKIT_HOME/demo`). The output of each, less
+    its `state in <home>` line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BKIT_")}
-    procs = [subprocess.Popen([str(BKIT), "demo", "--minutes", str(minutes), "--speed", "6000",
-                               "--home", str(home)], cwd=REPO, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for home in homes]
+    env["BKIT_HOME"] = str(tmp_path)
+    demo = [str(BKIT), "demo", "--minutes", str(minutes), "--speed", "6000"]
+    procs = [subprocess.Popen(argv, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+             for argv in ([*demo, "--home", str(tmp_path / "one")], demo)]
     try:
         done = [proc.communicate(timeout=150) for proc in procs]
     finally:
@@ -52,8 +54,11 @@ def _demos(homes: list[Path], minutes: int) -> list[list[str]]:
 def test_demo_twice_prints_the_same_trades_for_both_pairs(tmp_path: Path) -> None:
     # Two runs at once: each steps its own market clock, so neither may depend on the other's
     # (or the machine's) timing for its output to be the same.
-    first, second = _demos([tmp_path / "one", tmp_path / "two"], 80)
+    first, second = _demos(tmp_path, 80)
     assert first == second
+    assert first[0].startswith("bkit demo: demo-mean-reversion on XRP/ETH, UNITTEST/BTC")
+    assert (tmp_path / "one" / "bkit.sqlite").exists()
+    assert (tmp_path / "demo" / "bkit.sqlite").exists()  # the default home
     text = "\n".join(first)
     for symbol in ("XRP/ETH", "UNITTEST/BTC"):
         assert re.search(rf"{re.escape(symbol)} +closed .* PnL [+-]", text), text
@@ -62,6 +67,9 @@ def test_demo_twice_prints_the_same_trades_for_both_pairs(tmp_path: Path) -> Non
         in text
     assert " error " not in text and "Traceback" not in text
     assert re.search(r"^done: \d+ opened, [1-9]\d* closed, .* 0 errors$", text, re.M), text
+    # the summary counts the trades printed
+    opened = [line for line in first if " opened " in line]
+    assert opened and f"done: {len(opened)} opened, " in text, text
 
 
 def test_stepped_clock_is_read_from_its_file_by_every_process(

@@ -1,5 +1,6 @@
 """The real `bkit` console script as a subprocess: help, exit codes, key changes and what they
-record, refusals that change nothing, halt, status, health, db upgrade and the demo."""
+record, refusals that change nothing, halt, status, health and db upgrade (`bkit demo` is
+run by `tests/integration/test_demo.py`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from bkit.store.engine import session_scope
 from bkit.store.keys import is_halted
 from bkit.store.migrations import LATEST_VERSION
 from bkit.store.tables import EventRecord, StrategySymbol
-from tests.ops.conftest import OpsEnv, clean_env
+from tests.ops.conftest import OpsEnv
 from tests.ops.strategies_ops import EXCHANGE, OTHER_EXCHANGE, QUIET, START, STRATEGY
 
 XRP, BTC = "XRP/ETH", "UNITTEST/BTC"
@@ -159,17 +160,6 @@ def test_db_upgrade_health_and_broken_strategy_modules(tmp_path: Path) -> None:
     broken = env.bkit("strategies", BKIT_STRATEGIES="tests.ops.no_such_module")
     assert broken.returncode == 1
     assert "cannot import strategy module 'tests.ops.no_such_module'" in broken.stderr
-
-
-@pytest.mark.integration
-def test_demo_still_runs_end_to_end(tmp_path: Path) -> None:
-    env = OpsEnv(tmp_path, "unused")
-    env.env = clean_env(BKIT_HOME=str(tmp_path))
-    demo = env.bkit("demo", "--minutes", "30", "--speed", "600", "--home",
-                    str(tmp_path / "demo"), timeout=90)
-    assert demo.returncode == 0, demo.stderr
-    assert demo.stdout.startswith("bkit demo: demo-mean-reversion on XRP/ETH, UNITTEST/BTC")
-    assert "done: " in demo.stdout
 
 
 def test_failing_ticks_show_in_the_log_in_status_and_in_errors(
