@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from bkit.store.keys import ensure_key
 from bkit.store.migrations import upgrade
 from bkit.store.tables import StrategySymbol
 from tests.integration.conftest import REPO, Runtime, wait_until
+from tests.subprocesses import run_at_once
 
 pytestmark = pytest.mark.integration
 BKIT = Path(sys.executable).parent / "bkit"
@@ -33,20 +33,13 @@ def _demos(tmp_path: Path, minutes: int) -> list[list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BKIT_")}
     env["BKIT_HOME"] = str(tmp_path)
     demo = [str(BKIT), "demo", "--minutes", str(minutes), "--speed", "6000"]
-    procs = [subprocess.Popen(argv, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
-             for argv in ([*demo, "--home", str(tmp_path / "one")], demo)]
-    try:
-        done = [proc.communicate(timeout=150) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    done = run_at_once([[*demo, "--home", str(tmp_path / "one")], demo], env=env, cwd=REPO,
+                       timeout=150)
     outputs = []
-    for proc, (stdout, stderr) in zip(procs, done, strict=True):
-        assert proc.returncode == 0, stdout + stderr
-        assert stderr == "", stderr  # the worker's output goes to its log file
-        outputs.append([line for line in stdout.splitlines()
+    for proc in done:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stderr == "", proc.stderr  # the worker's output goes to its log file
+        outputs.append([line for line in proc.stdout.splitlines()
                         if not line.startswith("state in ")])
     return outputs
 

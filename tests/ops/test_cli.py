@@ -38,15 +38,15 @@ def _admin_origins(ops: OpsEnv) -> list[str | None]:
 
 
 def test_help_and_usage_errors(sqlite_ops: OpsEnv) -> None:
-    helped = sqlite_ops.bkit("--help")
+    usage_errors = [[], ["bogus"], ["enable"], ["enable", STRATEGY], ["status", "--bogus"]]
+    helped, no_target, *results = sqlite_ops.bkit_at_once(
+        ["--help"], ["disable", STRATEGY, "--exchange", EXCHANGE], *usage_errors)
     assert helped.returncode == 0
     assert all(command in helped.stdout for command in COMMANDS)
     assert "Exit codes: 0 ok, 1 error" in helped.stdout
-    for args in ([], ["bogus"], ["enable"], ["enable", STRATEGY], ["status", "--bogus"]):
-        result = sqlite_ops.bkit(*args)
+    for args, result in zip(usage_errors, results, strict=True):
         assert result.returncode == 2, args
         assert "usage: bkit" in result.stderr
-    no_target = sqlite_ops.bkit("disable", STRATEGY, "--exchange", EXCHANGE)
     assert no_target.returncode == 2
     assert "--all" in no_target.stderr
 
@@ -73,8 +73,8 @@ def test_key_lifecycle_records_who_and_refuses_unknown_names(sqlite_ops: OpsEnv)
         (["drain", QUIET, "--all", "--exchange", EXCHANGE], "has no keys"),
     ]
     before = (_keys(sqlite_ops), _admin_origins(sqlite_ops))
-    for args, message in refused:
-        result = sqlite_ops.bkit(*args)
+    results = sqlite_ops.bkit_at_once(*(args for args, _message in refused))
+    for (args, message), result in zip(refused, results, strict=True):
         assert (result.returncode, result.stdout) == (2, ""), args
         assert message in result.stderr, (args, result.stderr)
     assert (_keys(sqlite_ops), _admin_origins(sqlite_ops)) == before
@@ -148,11 +148,10 @@ def test_db_upgrade_health_and_broken_strategy_modules(tmp_path: Path) -> None:
     latest = LATEST_VERSION
     first = env.bkit("db", "upgrade")
     assert (first.returncode, first.stdout.strip()) == (0, f"database schema: empty -> {latest}")
-    second = env.bkit("db", "upgrade")
+    second, healthy, no_beat = env.bkit_at_once(["db", "upgrade"], ["health"],
+                                                ["health", "--beat-max-age", "60"])
     assert second.stdout.strip() == f"database schema: {latest} -> {latest}"
-    healthy = env.bkit("health")
     assert (healthy.returncode, healthy.stdout.strip()) == (0, "healthy")
-    no_beat = env.bkit("health", "--beat-max-age", "60")
     assert no_beat.returncode == 1 and "beat schedule" in no_beat.stdout
 
     down = env.bkit("health", BKIT_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/x")
