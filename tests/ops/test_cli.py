@@ -178,16 +178,17 @@ def test_failing_ticks_show_in_the_log_in_status_and_in_errors(
     assert len(lines) == 1, lines
     assert f"{XRP}·{STRATEGY}@{EXCHANGE} minute 2026-01-01T00:00Z" in lines[0]
     assert "candles" in lines[0] and "BKIT_REPLAY_START" in lines[0]  # says how to fix it
-    status = sqlite_ops.bkit("status")
+    bad_symbols = ("xrp/eth", "FOO", "BTC-USDT")  # not ccxt symbols: refused, nothing written
+    status, listed, bad_since, *refusals = sqlite_ops.bkit_at_once(
+        ["status"], ["errors", STRATEGY, XRP], ["errors", "--since", "bogus"],
+        *(["enable", STRATEGY, bad, "--exchange", EXCHANGE] for bad in bad_symbols))
     assert status.returncode == 0, status.stderr
     assert "1 key(s) FAILING" in status.stdout
     assert "NOW 2026-01-01 00:02" in status.stdout and "candles" in status.stdout
-    listed = sqlite_ops.bkit("errors", STRATEGY, XRP)
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count("no closed candles to price from") == 3
-    assert sqlite_ops.bkit("errors", "--since", "bogus").returncode == 2
-    for bad in ("xrp/eth", "FOO", "BTC-USDT"):  # not a ccxt symbol: refused, nothing written
-        refused = sqlite_ops.bkit("enable", STRATEGY, bad, "--exchange", EXCHANGE)
+    assert bad_since.returncode == 2
+    for bad, refused in zip(bad_symbols, refusals, strict=True):
         assert refused.returncode == 2, bad  # the paper exchange knows its symbols
         assert "has no symbol" in refused.stderr or "BASE/QUOTE" in refused.stderr, bad
     # a strategy module that does not import is an error, not a silent empty status
