@@ -40,9 +40,11 @@ def _slow_once() -> None:
 
 
 def crash_long(symbol: str, when: datetime, price: float) -> dict:
+    # A 3-minute life: every case waits for closes and re-entries after its fault, and
+    # those come no sooner than one life after the entries.
     _slow_once()
     return {"position": "long", "price_take_profit": price * 1.005,
-            "price_stop_loss": price * 0.995, "minute_estimated_time": 6, "cost": 0.1}
+            "price_stop_loss": price * 0.995, "minute_estimated_time": 3, "cost": 0.1}
 
 
 add_strategy("crash-long", crash_long, risk_name="crash-risk")

@@ -45,6 +45,7 @@ from bkit.store.tables import EventRecord, OrderIntent
 from bkit.testing import FakeExchange
 from bkit.testing.fake_exchange import ORDER_PATH, Fault
 from tests.real_candles import XRP_ETH_CSV, real_candles
+from tests.subprocesses import run_at_once
 
 REPO = Path(__file__).resolve().parents[2]
 BKIT = Path(sys.executable).parent / "bkit"
@@ -250,18 +251,19 @@ def _trade_through_faults(fake: FakeExchange, engine: Engine, found: Surfaces) -
 
 
 def _run_admin_commands(env: dict[str, str], home: Path, found: Surfaces) -> None:
-    """Reports and status through the real console script (canaries in its env too)."""
+    """Reports and status through the real console script (canaries in its env too); they
+    only read, so they run at once."""
     html = home / "report.html"
-    for name, argv in (("markdown report", ["report", "sec-long", SYMBOL, "--exchange",
-                                            "fakebin"]),
-                       ("html report", ["report", "sec-long", "--exchange", "fakebin",
-                                        "--html", str(html)]),
-                       ("status --json", ["status", "--json"]),
-                       ("strategies", ["strategies"])):
-        done = subprocess.run([str(BKIT), *argv], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=60, check=False)
-        found.exit_codes[name] = done.returncode
-        found.texts[f"bkit {name} output"] = done.stdout + done.stderr
+    commands = {"markdown report": ["report", "sec-long", SYMBOL, "--exchange", "fakebin"],
+                "html report": ["report", "sec-long", "--exchange", "fakebin", "--html",
+                                str(html)],
+                "status --json": ["status", "--json"],
+                "strategies": ["strategies"]}
+    done = run_at_once([[str(BKIT), *argv] for argv in commands.values()], env=env, cwd=REPO,
+                       merge_stderr=True)
+    for name, proc in zip(commands, done, strict=True):
+        found.exit_codes[name] = proc.returncode
+        found.texts[f"bkit {name} output"] = proc.stdout
     found.texts["html report file"] = html.read_text() if html.exists() else ""
 
 

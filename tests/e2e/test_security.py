@@ -49,6 +49,7 @@ from tests.e2e.sec_canary_flow import (
     run_canary_flow,
 )
 from tests.e2e.sec_sql_scan import sql_call_count, sql_from_variables
+from tests.subprocesses import run_at_once
 
 
 def test_the_canary_detector_finds_every_encoding() -> None:
@@ -182,6 +183,12 @@ def _bkit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60, check=False)
 
 
+def _bkit_at_once(env: dict[str, str], *argvs: list[str]
+                  ) -> list[subprocess.CompletedProcess[str]]:
+    """`_bkit` for each argv, all at the same time (commands that change nothing)."""
+    return run_at_once([[str(BKIT), *argv] for argv in argvs], env=env, cwd=REPO)
+
+
 @pytest.mark.integration
 def test_injection_shaped_values_are_stored_verbatim_and_every_table_survives(
         sql_env: dict[str, str]) -> None:
@@ -212,28 +219,28 @@ def test_injection_shaped_values_are_stored_verbatim_and_every_table_survives(
     assert paused.returncode == 0, paused.stderr
     halted = _bkit(sql_env, "halt", "--reason", sql.INJECTIONS[4], "--actor", actor)
     assert halted.returncode == 0, halted.stderr
-    status = _bkit(sql_env, "status", "--json")
+    page = Path(sql_env["BKIT_HOME"]) / "report.html"
+    # Reads, a filter shaped like `' OR 1=1 --` and a refused enable: none changes anything.
+    status, filtered, report, one, html, unknown, strategies = _bkit_at_once(
+        sql_env, ["status", "--json"], ["status", "' OR 1=1 --", "--json"],
+        ["report", sql.STRATEGY, "--exchange", sql.EXCHANGE],  # all keys
+        ["report", sql.STRATEGY, sql.SYMBOL_INJECTIONS[1], "--exchange", sql.EXCHANGE],
+        ["report", sql.STRATEGY, "--exchange", sql.EXCHANGE, "--html", str(page)],
+        ["enable", "x'; DROP TABLE signal; --", "XRP/ETH"], ["strategies"])
     assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
     assert shown["halted"] is True and shown["halt"]["reason"] == sql.INJECTIONS[4]
     assert shown["halt"]["actor"] == actor
     assert {k["symbol"] for k in shown["keys"]} == set(sql.SYMBOL_INJECTIONS)
-    # A filter shaped like `' OR 1=1 --` matches no strategy: it is a value, not SQL.
-    filtered = _bkit(sql_env, "status", "' OR 1=1 --", "--json")
+    # The `' OR 1=1 --` filter matches no strategy: it is a value, not SQL.
     assert filtered.returncode == 0 and json.loads(filtered.stdout)["keys"] == []
-    report = _bkit(sql_env, "report", sql.STRATEGY, "--exchange", sql.EXCHANGE)  # all keys
     assert report.returncode == 0, report.stderr
     assert all(symbol in report.stdout for symbol in sql.SYMBOL_INJECTIONS), report.stdout
-    one = _bkit(sql_env, "report", sql.STRATEGY, sql.SYMBOL_INJECTIONS[1], "--exchange",
-                sql.EXCHANGE)
     assert one.returncode == 0 and sql.SYMBOL_INJECTIONS[1] in one.stdout, one.stderr
-    page = Path(sql_env["BKIT_HOME"]) / "report.html"
-    html = _bkit(sql_env, "report", sql.STRATEGY, "--exchange", sql.EXCHANGE, "--html",
-                 str(page))
     assert html.returncode == 0, html.stderr
     assert "<script>" not in page.read_text() and "&lt;script&gt;" in page.read_text()
-    unknown = _bkit(sql_env, "enable", "x'; DROP TABLE signal; --", "XRP/ETH")
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert strategies.returncode == 0 and sql.INJECTIONS[0] in strategies.stdout
     assert _bkit(sql_env, "unhalt", "--actor", other_actor).returncode == 0
 
     dispose_all()
@@ -253,8 +260,6 @@ def test_injection_shaped_values_are_stored_verbatim_and_every_table_survives(
     assert actor in actors and other_actor in actors
     assert any(e.message.startswith(f"{actor}: ") for e in admin)
     assert any(e.payload and e.payload.get("reason") == sql.INJECTIONS[4] for e in admin)
-    strategies = _bkit(sql_env, "strategies")
-    assert strategies.returncode == 0 and sql.INJECTIONS[0] in strategies.stdout
 
 
 # ----------------------------------------------------------------------------------------

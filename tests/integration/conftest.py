@@ -160,6 +160,8 @@ class Runtime:
         threading.Thread(target=keep_alive, daemon=True).start()
 
     def stop_all(self) -> None:
+        """SIGTERM every worker (a warm shutdown: running tasks finish), SIGKILL a hung one;
+        for a test that checks the stored state once nothing runs any more."""
         self._stopping.set()
         for proc in self.workers:
             if proc.poll() is None:
@@ -170,6 +172,27 @@ class Runtime:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self._kill_orphans()
+
+    def kill_all(self) -> None:
+        """SIGKILL every worker with its pool children and beat: the teardown, once the test
+        has checked what it checks (a warm shutdown there only waits seconds for tasks whose
+        results nobody reads)."""
+        self._stopping.set()
+        family: list[psutil.Process] = []
+        for proc in self.workers:
+            with contextlib.suppress(psutil.Error):
+                family += [psutil.Process(proc.pid),
+                           *psutil.Process(proc.pid).children(recursive=True)]
+        for member in family:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        for proc in self.workers:
+            proc.wait(timeout=10)
+        psutil.wait_procs(family, timeout=5)
+        self._kill_orphans()
+
+    def _kill_orphans(self) -> None:
         # Pool children orphaned by a SIGKILLed main process are found by node name.
         for orphan in psutil.process_iter(["cmdline"]):
             cmdline = " ".join(orphan.info["cmdline"] or [])
@@ -200,7 +223,7 @@ def make_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_process_
 
     yield factory
     for runtime in runtimes:
-        runtime.stop_all()
+        runtime.kill_all()
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -37,6 +37,11 @@ def long_signal(symbol: str, when: datetime, price: float) -> dict:
             "price_stop_loss": price * 0.994, "minute_estimated_time": 20, "cost": 0.1}
 
 
+def brief_long_signal(symbol: str, when: datetime, price: float) -> dict:
+    """`long_signal` with an 8-minute time limit: for a test that waits for the close."""
+    return {**long_signal(symbol, when, price), "minute_estimated_time": 8}
+
+
 def slow_none(symbol: str, when: datetime, price: float) -> None:
     start = time.time()
     time.sleep(1.2)  # longer than a market minute at 60x: later minutes arrive meanwhile
@@ -65,6 +70,7 @@ def _record(name: str):
 
 add_strategy("it-long", long_signal, callbacks={"on_active": _record("on_active"),
                                                  "on_open": _record("on_open")})
+add_strategy("it-long-brief", brief_long_signal)
 add_strategy("it-slow-none", slow_none)
 add_strategy("it-kill-mid", kill_mid_tick, callbacks={"on_active": _record("on_active")})
 add_strategy("it-kill-after-open", long_signal, callbacks={"on_open": _kill_after_open,

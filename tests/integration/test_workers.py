@@ -164,11 +164,11 @@ def test_live_run_follows_a_worker_and_stop_lets_the_position_close_then_done_on
     runtime.start_worker("-B", "-s", str(runtime.home / "beat-schedule"))
     done: list[dict] = []
     listen_done_live(done.append)
-    results = Live.run("XRP/ETH", "it-long", "paper")
+    results = Live.run("XRP/ETH", "it-long-brief", "paper")
     opened = next(results)  # produced by the worker process
     assert opened.action == "opened" and opened.signal is not None
     assert opened.signal.pending_at is not None
-    Live.stop("XRP/ETH", "it-long", "paper")
+    Live.stop("XRP/ETH", "it-long-brief", "paper")
     rest = list(results)  # ends when the stopped key has finished
     assert [r.action for r in rest] == ["closed"]
     closed = rest[0]

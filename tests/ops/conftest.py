@@ -23,6 +23,7 @@ if str(REPO) not in sys.path:  # so `tests.ops.strategies_ops` is the module wor
     sys.path.insert(0, str(REPO))
 
 from tests.ops import strategies_ops  # noqa: E402
+from tests.subprocesses import run_at_once  # noqa: E402
 
 BIN = Path(sys.executable).parent
 BKIT = BIN / "bkit"
@@ -71,6 +72,11 @@ class OpsEnv:
         """Run the real `bkit` console script with this test's settings."""
         return subprocess.run([str(BKIT), *args], env={**self.env, **extra_env}, cwd=REPO,
                               capture_output=True, text=True, timeout=timeout, check=False)
+
+    def bkit_at_once(self, *argvs: list[str]) -> list[subprocess.CompletedProcess[str]]:
+        """`bkit` with each of `argvs`, all at the same time: for commands that change
+        nothing (reads, usage errors, refusals), whose order cannot matter."""
+        return run_at_once([[str(BKIT), *argv] for argv in argvs], env=self.env, cwd=REPO)
 
 
 def _activate(monkeypatch: pytest.MonkeyPatch, ops: OpsEnv) -> OpsEnv:

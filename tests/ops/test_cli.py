@@ -1,5 +1,6 @@
 """The real `bkit` console script as a subprocess: help, exit codes, key changes and what they
-record, refusals that change nothing, halt, status, health, db upgrade and the demo."""
+record, refusals that change nothing, halt, status, health and db upgrade (`bkit demo` is
+run by `tests/integration/test_demo.py`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from bkit.store.engine import session_scope
 from bkit.store.keys import is_halted
 from bkit.store.migrations import LATEST_VERSION
 from bkit.store.tables import EventRecord, StrategySymbol
-from tests.ops.conftest import OpsEnv, clean_env
+from tests.ops.conftest import OpsEnv
 from tests.ops.strategies_ops import EXCHANGE, OTHER_EXCHANGE, QUIET, START, STRATEGY
 
 XRP, BTC = "XRP/ETH", "UNITTEST/BTC"
@@ -37,15 +38,15 @@ def _admin_origins(ops: OpsEnv) -> list[str | None]:
 
 
 def test_help_and_usage_errors(sqlite_ops: OpsEnv) -> None:
-    helped = sqlite_ops.bkit("--help")
+    usage_errors = [[], ["bogus"], ["enable"], ["enable", STRATEGY], ["status", "--bogus"]]
+    helped, no_target, *results = sqlite_ops.bkit_at_once(
+        ["--help"], ["disable", STRATEGY, "--exchange", EXCHANGE], *usage_errors)
     assert helped.returncode == 0
     assert all(command in helped.stdout for command in COMMANDS)
     assert "Exit codes: 0 ok, 1 error" in helped.stdout
-    for args in ([], ["bogus"], ["enable"], ["enable", STRATEGY], ["status", "--bogus"]):
-        result = sqlite_ops.bkit(*args)
+    for args, result in zip(usage_errors, results, strict=True):
         assert result.returncode == 2, args
         assert "usage: bkit" in result.stderr
-    no_target = sqlite_ops.bkit("disable", STRATEGY, "--exchange", EXCHANGE)
     assert no_target.returncode == 2
     assert "--all" in no_target.stderr
 
@@ -72,8 +73,8 @@ def test_key_lifecycle_records_who_and_refuses_unknown_names(sqlite_ops: OpsEnv)
         (["drain", QUIET, "--all", "--exchange", EXCHANGE], "has no keys"),
     ]
     before = (_keys(sqlite_ops), _admin_origins(sqlite_ops))
-    for args, message in refused:
-        result = sqlite_ops.bkit(*args)
+    results = sqlite_ops.bkit_at_once(*(args for args, _message in refused))
+    for (args, message), result in zip(refused, results, strict=True):
         assert (result.returncode, result.stdout) == (2, ""), args
         assert message in result.stderr, (args, result.stderr)
     assert (_keys(sqlite_ops), _admin_origins(sqlite_ops)) == before
@@ -147,11 +148,10 @@ def test_db_upgrade_health_and_broken_strategy_modules(tmp_path: Path) -> None:
     latest = LATEST_VERSION
     first = env.bkit("db", "upgrade")
     assert (first.returncode, first.stdout.strip()) == (0, f"database schema: empty -> {latest}")
-    second = env.bkit("db", "upgrade")
+    second, healthy, no_beat = env.bkit_at_once(["db", "upgrade"], ["health"],
+                                                ["health", "--beat-max-age", "60"])
     assert second.stdout.strip() == f"database schema: {latest} -> {latest}"
-    healthy = env.bkit("health")
     assert (healthy.returncode, healthy.stdout.strip()) == (0, "healthy")
-    no_beat = env.bkit("health", "--beat-max-age", "60")
     assert no_beat.returncode == 1 and "beat schedule" in no_beat.stdout
 
     down = env.bkit("health", BKIT_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/x")
@@ -159,17 +159,6 @@ def test_db_upgrade_health_and_broken_strategy_modules(tmp_path: Path) -> None:
     broken = env.bkit("strategies", BKIT_STRATEGIES="tests.ops.no_such_module")
     assert broken.returncode == 1
     assert "cannot import strategy module 'tests.ops.no_such_module'" in broken.stderr
-
-
-@pytest.mark.integration
-def test_demo_still_runs_end_to_end(tmp_path: Path) -> None:
-    env = OpsEnv(tmp_path, "unused")
-    env.env = clean_env(BKIT_HOME=str(tmp_path))
-    demo = env.bkit("demo", "--minutes", "30", "--speed", "600", "--home",
-                    str(tmp_path / "demo"), timeout=90)
-    assert demo.returncode == 0, demo.stderr
-    assert demo.stdout.startswith("bkit demo: demo-mean-reversion on XRP/ETH, UNITTEST/BTC")
-    assert "done: " in demo.stdout
 
 
 def test_failing_ticks_show_in_the_log_in_status_and_in_errors(
@@ -189,16 +178,17 @@ def test_failing_ticks_show_in_the_log_in_status_and_in_errors(
     assert len(lines) == 1, lines
     assert f"{XRP}·{STRATEGY}@{EXCHANGE} minute 2026-01-01T00:00Z" in lines[0]
     assert "candles" in lines[0] and "BKIT_REPLAY_START" in lines[0]  # says how to fix it
-    status = sqlite_ops.bkit("status")
+    bad_symbols = ("xrp/eth", "FOO", "BTC-USDT")  # not ccxt symbols: refused, nothing written
+    status, listed, bad_since, *refusals = sqlite_ops.bkit_at_once(
+        ["status"], ["errors", STRATEGY, XRP], ["errors", "--since", "bogus"],
+        *(["enable", STRATEGY, bad, "--exchange", EXCHANGE] for bad in bad_symbols))
     assert status.returncode == 0, status.stderr
     assert "1 key(s) FAILING" in status.stdout
     assert "NOW 2026-01-01 00:02" in status.stdout and "candles" in status.stdout
-    listed = sqlite_ops.bkit("errors", STRATEGY, XRP)
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count("no closed candles to price from") == 3
-    assert sqlite_ops.bkit("errors", "--since", "bogus").returncode == 2
-    for bad in ("xrp/eth", "FOO", "BTC-USDT"):  # not a ccxt symbol: refused, nothing written
-        refused = sqlite_ops.bkit("enable", STRATEGY, bad, "--exchange", EXCHANGE)
+    assert bad_since.returncode == 2
+    for bad, refused in zip(bad_symbols, refusals, strict=True):
         assert refused.returncode == 2, bad  # the paper exchange knows its symbols
         assert "has no symbol" in refused.stderr or "BASE/QUOTE" in refused.stderr, bad
     # a strategy module that does not import is an error, not a silent empty status
