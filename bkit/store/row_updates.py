@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Table, bindparam, text, update
+from sqlalchemy import BigInteger, Table, bindparam, cast, func, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 
 _PK = "_row_pk"
@@ -80,18 +82,20 @@ def write_rows(session: Session, rows: Iterable[LoadedRow]) -> int:
 
 def _unnest_update(table: Table, columns: tuple[str, ...], params: list[dict[str, Any]],
                    dialect: Dialect) -> tuple[Any, dict[str, list[Any]]]:
-    """`UPDATE t SET c = u.c … FROM unnest(ids, c …) u WHERE t.id = u.id` and its arrays
-    (one per column, each value through the column's own bind processing)."""
+    """`UPDATE t SET c = u.c … FROM unnest(ids, c …) AS u WHERE t.id = u.id` and its arrays
+    (one per column, each value through the column's own bind processing), built with
+    SQLAlchemy constructs: every value is a bound parameter."""
     cols = [table.c[name] for name in columns]
-    arrays: dict[str, list[Any]] = {"ids": [p[_PK] for p in params]}
-    casts = ["CAST(:ids AS BIGINT[])"]
+    arrays: dict[str, list[Any]] = {"row_ids": [p[_PK] for p in params]}
+    args = [cast(bindparam("row_ids"), ARRAY(BigInteger))]
     for i, column in enumerate(cols):
         process = column.type.bind_processor(dialect)
         values = [p[column.key] for p in params]
         arrays[f"c{i}"] = values if process is None else [process(v) for v in values]
-        casts.append(f"CAST(:c{i} AS {column.type.compile(dialect=dialect)}[])")
-    names = ", ".join(f'"{c.name}"' for c in cols)
-    sets = ", ".join(f'"{c.name}" = u."{c.name}"' for c in cols)
-    sql = (f'UPDATE "{table.name}" AS t SET {sets} FROM unnest({", ".join(casts)}) '
-           f"AS u(id, {names}) WHERE t.id = u.id")
-    return text(sql), arrays
+        impl = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+        args.append(cast(bindparam(f"c{i}"), ARRAY(impl)))
+    rows = func.unnest(*args).table_valued("row_id", *[c.name for c in cols]) \
+        .render_derived(name="u")
+    stmt = update(table).where(table.c.id == rows.c.row_id).values(
+        {c.name: rows.c[c.name] for c in cols})
+    return stmt, arrays

@@ -23,12 +23,9 @@ down_revision = "0004_running_statistics"
 branch_labels = None
 depends_on = None
 
-FILLFACTOR = 50
-
-
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"ALTER TABLE strategy_symbol SET (fillfactor = {FILLFACTOR})")
+        op.execute("ALTER TABLE strategy_symbol SET (fillfactor = 50)")
 
 
 def downgrade() -> None:
