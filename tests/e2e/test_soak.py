@@ -1,12 +1,8 @@
-"""The CI soak: 300 keys for 6 hours of replayed market time on real candles, orders through
+"""The CI soak: 300 keys for 8 hours of replayed market time on real candles, orders through
 the paper broker, random SIGKILLs of worker children and main processes, then the invariant
-checker. To fit CI the beat ticks every 30 market minutes (12 ticks per key, 3,600 in all);
+checker. To fit CI the beat ticks every 30 market minutes (16 ticks per key, 4,800 in all);
 `bench/soak.py` runs the long soak: 1,000 keys for 24 hours with the live 61-second period
-(1.44 million ticks), or this one's shape at 1,000 keys (README "Figures").
-
-The kills follow a seeded schedule (seed 7, about one every `kill_every` seconds): in the
-35 s of this soak they are eight, the first of a main process after about 24 s; the venue
-soak's 34 s have six."""
+(1.44 million ticks), or this one's shape at 1,000 keys (README "Figures")."""
 
 from __future__ import annotations
 
@@ -16,7 +12,7 @@ from bench.soak import run_soak
 
 pytestmark = pytest.mark.integration
 
-KEYS, HOURS, TICK_SECONDS, SPEED = 300, 6.0, 1800.0, 700.0
+KEYS, HOURS, TICK_SECONDS, SPEED = 300, 8.0, 1800.0, 700.0
 
 
 def test_soak_with_random_kills_keeps_every_invariant(tmp_path) -> None:
@@ -40,7 +36,7 @@ def test_soak_on_the_venue_ends_with_the_account_reconciled_to_the_step(tmp_path
     in the coin bought, step sizes, minimum notionals, a 0.5 s lookup lag), both sides traded,
     random kills; it ends with the venue's balances equal to the initial ones plus every fill
     bkit recorded, no open order bkit does not know, no order placed twice."""
-    result = run_soak(keys=20, market_hours=2.5, speed=300.0, kill_every=6.0, redis_db=10,
+    result = run_soak(keys=20, market_hours=3.0, speed=300.0, kill_every=6.0, redis_db=10,
                       home=tmp_path / "soak-venue", tick_seconds=300.0, venue=True)
     assert result.violations == []
     assert len(result.kills) >= 4

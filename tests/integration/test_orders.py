@@ -172,8 +172,8 @@ def test_exit_refused_five_times_is_stuck_not_closed(
         orders_runtime: Runtime, fake: FakeExchange) -> None:
     exits: list[dict] = []
     listen_exit(exits.append)
+    entry = _open_intent(fake)  # pending: no worker has taken its submit yet
     orders_runtime.start_worker("-Q", "orders", concurrency=2)
-    entry = _open_intent(fake)
     wait_until(lambda: _filled(entry.id), 30, message="entry filled")
     fake.set_fault(ORDER_PATH, Fault.invalid_order())  # every exit order is refused
     Live.close_position(SYMBOL, STRATEGY, EXCHANGE)
