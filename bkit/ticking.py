@@ -63,14 +63,20 @@ from bkit.store.event_log import (
     result_payload,
 )
 from bkit.store.id_lists import ids_in
-from bkit.store.keys import Claim, claim_keys, hand_back, is_halted, release_claim
+from bkit.store.keys import (
+    Claim,
+    claim_keys,
+    hand_back,
+    is_halted,
+    lock_keys,
+    release_claim,
+)
 from bkit.store.outcomes import BatchInserts, store_outcome
-from bkit.store.row_updates import LoadedRow, loaded_rows, write_rows
+from bkit.store.row_updates import LoadedRow, write_rows
 from bkit.store.tables import (
     EventRecord,
     RiskBudget,
     RiskSlot,
-    StrategySymbol,
 )
 from bkit.store.tick_history import (
     TRANSITIONS,
@@ -81,7 +87,6 @@ from bkit.store.tick_history import (
 )
 
 log = logging.getLogger("bkit.tick")
-_KEYS = StrategySymbol.__table__  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -428,10 +433,7 @@ def _write_back(env: TickEnv, prepared: list[_Prepared], when: datetime, started
     one statement each (bkit.store.row_updates, BatchInserts)."""
     ids = sorted(p.claim.key_id for p in prepared)
     with session_scope(env.engine) as session:
-        table = _KEYS
-        keys = {int(k.id): k for k in loaded_rows(table, session.connection().execute(
-            select(table).where(ids_in(table.c.id, ids, env.engine.dialect.name))
-            .order_by(table.c.id).with_for_update()))}
+        keys = lock_keys(session, ids)
         # Lock discipline: every writer of a key's signal rows (ticks, the orders worker)
         # locks the key row first, so the key locks above also guard their signal rows.
         records = signal_rows.live_signals(session, ids)

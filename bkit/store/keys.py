@@ -96,6 +96,15 @@ def claim_keys(session: Session, key_ids: int | Sequence[int], bucket: int, owne
     return loaded_rows(_KEYS, session.connection().execute(stmt))
 
 
+def lock_keys(session: Session, key_ids: Sequence[int]) -> dict[int, LoadedRow]:
+    """`SELECT … FOR UPDATE` of the keys in id order (batches never deadlock on keys), as
+    `LoadedRow`s by id: the tick's write-back."""
+    stmt = (select(_KEYS).where(ids_in(_KEYS.c.id, sorted(key_ids),
+                                       session.get_bind().dialect.name))
+            .order_by(_KEYS.c.id).with_for_update())
+    return {int(k.id): k for k in loaded_rows(_KEYS, session.connection().execute(stmt))}
+
+
 def claim_key(engine: Engine, key_id: int, bucket: int, owner: str, lease_seconds: float
               ) -> Claim | None:
     """Claim `key_id` for tick minute `bucket` in one committed statement (see

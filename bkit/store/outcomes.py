@@ -112,13 +112,12 @@ def store_outcome(session: Session, key: StrategySymbol | LoadedRow, record: Any
                   outcome: TickOutcome,
                   when: datetime, now: datetime, origin: str, *,
                   duration_ms: float | None = None, order_amount: float | None = None,
-                  flush: bool = True, held_slots: set[tuple[int, str]] | None = None,
+                  held_slots: set[tuple[int, str]] | None = None,
                   inserts: BatchInserts | None = None) -> tuple[list[Any], list[int]]:
     """Persist `outcome` for `key` (an ORM row, or the tick's `LoadedRow` that its caller
     writes back) whose live signal row is `record`, or None. Returns the
     event rows added (the result's, if it is a transition, then the notices) and the ids of
-    new order intents. `flush=False` leaves the events to
-    the caller's flush (a batch flushes once, so its inserts go out together). `held_slots`:
+    new order intents. `held_slots`:
     the (key id, signal id) risk slots the caller read under the key locks, so a close of a
     signal holding none costs no statement (None: look). `inserts`: the new signal and
     event rows go there instead of the session (the caller writes them), and the events
@@ -165,6 +164,5 @@ def store_outcome(session: Session, key: StrategySymbol | LoadedRow, record: Any
         return [inserts.add_event(values) for values in rows], intent_ids
     records = [EventRecord(**values) for values in rows]
     session.add_all(records)
-    if flush:
-        session.flush()
+    session.flush()
     return records, intent_ids

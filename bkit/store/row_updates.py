@@ -1,4 +1,4 @@
-"""Rows the tick reads with Core and writes back with one executemany per shape.
+"""Rows the tick reads with Core and writes back with one statement per shape.
 
 The ORM's unit of work loads each row into an instrumented object and sends one UPDATE per
 changed row (it checks each row count): most of a tick batch's time at thousands of keys.
@@ -55,7 +55,7 @@ def loaded_rows(table: Table, result: Iterable[Any]) -> list[LoadedRow]:
 
 def write_rows(session: Session, rows: Iterable[LoadedRow]) -> int:
     """Send the changes of `rows` (of tables with an integer `id`), grouped by shape, one
-    executemany each; afterwards each row counts as just read. Returns the rows written."""
+    statement each; afterwards each row counts as just read. Returns the rows written."""
     groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
     done = []
     for row in rows:
