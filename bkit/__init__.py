@@ -6,9 +6,9 @@ The public API of SPEC §1. Nothing heavy happens at import time; the Celery app
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from bkit.backtest import Backtest, add_frame, listen_done_backtest, listen_signal_backtest
 from bkit.core.candles import Candle
 from bkit.core.config import Config
 from bkit.core.errors import (
@@ -41,6 +41,10 @@ from bkit.events import (
     listen_signal_live,
 )
 
+if TYPE_CHECKING:
+    from bkit.backtest import Backtest, add_frame, listen_done_backtest, listen_signal_backtest
+    from bkit.live import Live
+
 __all__ = [
     "BkitError", "Candle", "Config", "ConfigError", "Live", "RegistrationError", "Signal",
     "SignalValidationError", "UnknownNameError", "add_exchange", "add_risk", "add_sizing",
@@ -52,9 +56,21 @@ __all__ = [
 __all__ += ["Backtest", "add_frame", "listen_done_backtest", "listen_signal_backtest"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "Live":  # imported lazily: it pulls in SQLAlchemy and the store
-        from bkit.live import Live
+#: Names imported on first use: `Live` pulls in SQLAlchemy and the store, the backtest names
+#: the backtest engine and reports (~140 ms), which a worker, a `bkit` command or a strategy
+#: module that only registers itself does not need.
+_LAZY = {"Live": "bkit.live", "Backtest": "bkit.backtest", "add_frame": "bkit.backtest",
+         "listen_done_backtest": "bkit.backtest", "listen_signal_backtest": "bkit.backtest"}
 
-        return Live
-    raise AttributeError(f"module 'bkit' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

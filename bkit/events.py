@@ -158,7 +158,7 @@ class EventFollower(threading.Thread):
 
     def run(self) -> None:
         from bkit.store.engine import get_engine, session_scope
-        from bkit.store.migrations import ensure_schema
+        from bkit.store.schema_check import ensure_schema
         from bkit.store.tick_history import say_gone
 
         origin = process_origin()

@@ -36,7 +36,7 @@ from bkit.store.commands import command_status, queue_command
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.event_log import event_as_dict, events_after, last_event_id, report_rows
 from bkit.store.keys import ensure_key, find_key, set_command, set_status
-from bkit.store.migrations import ensure_schema
+from bkit.store.schema_check import ensure_schema
 from bkit.store.tables import StrategySymbol
 from bkit.ticking import TickEnv, bucket_of, minute_of, run_tick
 

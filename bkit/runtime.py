@@ -16,7 +16,7 @@ from bkit.clock import clock_from_settings
 from bkit.orders import OrdersEnv
 from bkit.settings import get_settings
 from bkit.store.engine import get_engine
-from bkit.store.migrations import ensure_schema
+from bkit.store.schema_check import ensure_schema
 from bkit.ticking import TickEnv
 
 log = logging.getLogger("bkit.runtime")

@@ -13,6 +13,7 @@ from typing import Any
 from bkit.core.results import TickResult, jsonable
 from bkit.core.signals import PublicSignal
 from bkit.core.statistics import (
+    RANK_METRICS,
     ClosedTrade,
     LiveStatistics,
     ReportRow,
@@ -25,11 +26,6 @@ from bkit.report.markdown import (
     format_statistic,
     render_markdown_report,
 )
-
-#: §9 figures a walker may rank by (higher is better, except max_drawdown: lower is better).
-RANK_METRICS = ("sharpe_ratio", "annualized_sharpe_ratio", "certainty_ratio",
-                "expected_yearly_returns", "total_pnl", "avg_pnl", "win_rate",
-                "max_drawdown")
 
 
 @dataclass

@@ -77,11 +77,7 @@ def _position_commands(sub: argparse._SubParsersAction, actor: argparse.Argument
 
 
 def _admin_commands(sub: argparse._SubParsersAction) -> None:
-    from bkit.ops.admin import default_actor
-    from bkit.ops.flower_config import DEFAULT_ADDRESS as FLOWER_ADDRESS
-    from bkit.ops.flower_config import DEFAULT_PORT as FLOWER_PORT
-    from bkit.ops.metrics import DEFAULT_ADDRESS as METRICS_ADDRESS
-    from bkit.ops.metrics import DEFAULT_PORT as METRICS_PORT
+    from bkit.ops.defaults import FLOWER_PORT, LOOPBACK, METRICS_PORT, default_actor
 
     actor = argparse.ArgumentParser(add_help=False)
     actor.add_argument("--actor", default=default_actor(),
@@ -146,7 +142,7 @@ def _admin_commands(sub: argparse._SubParsersAction) -> None:
 
     flower = sub.add_parser("flower", help="run Flower on the bkit app (127.0.0.1, basic auth "
                             "from BKIT_FLOWER_BASIC_AUTH)")
-    flower.add_argument("--address", default=FLOWER_ADDRESS, help="bind address")
+    flower.add_argument("--address", default=LOOPBACK, help="bind address")
     flower.add_argument("--port", type=int, default=FLOWER_PORT)
     flower.add_argument("--no-auth", action="store_true",
                         help="run without a password (trusted machine only)")
@@ -155,7 +151,7 @@ def _admin_commands(sub: argparse._SubParsersAction) -> None:
     flower.set_defaults(func=cmd_flower)
     metrics = sub.add_parser("metrics", help="Prometheus endpoint (read from the database "
                              "per scrape)")
-    metrics.add_argument("--address", default=METRICS_ADDRESS, help="bind address")
+    metrics.add_argument("--address", default=LOOPBACK, help="bind address")
     metrics.add_argument("--port", type=int, default=METRICS_PORT)
     metrics.set_defaults(func=cmd_metrics)
     health = sub.add_parser("health", help="exit 0 if the database and schema are ready "
@@ -182,11 +178,12 @@ def _admin_commands(sub: argparse._SubParsersAction) -> None:
                                "orders with bkit's positions; exit 1 on any difference")
     reconcile.add_argument("--json", action="store_true", help="machine-readable output")
     reconcile.set_defaults(func=cmd_reconcile)
-    from bkit.venue.cli import build_parser as venue_parser
-
+    # `main` hands `bkit venue …` to the venue's own parser before this one runs: listed
+    # here for the help only (importing the venue to build its parser would cost every
+    # command ~70 ms)
     sub.add_parser("venue", help="serve the simulated Binance venue (balances, fees, filters) "
                    "to paper-trade the real ccxt path: bkit venue --port 8765",
-                   parents=[venue_parser()], add_help=False).set_defaults(func=cmd_venue)
+                   add_help=False).set_defaults(func=cmd_venue)
     sub.add_parser("worker", help="run `celery -A bkit worker ARGS…` under a watchdog that "
                    "kills it (exit 3) when it stops answering pings or its main process "
                    "dies, so docker/systemd restart it", add_help=False)

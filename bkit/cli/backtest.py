@@ -32,7 +32,7 @@ def _utc(value: str) -> datetime:
 
 def add_backtest_commands(sub: argparse._SubParsersAction) -> None:
     """Add `backtest` and `download` to the `bkit` subcommands."""
-    from bkit.backtest.results import RANK_METRICS
+    from bkit.core.statistics import RANK_METRICS
 
     modules = argparse.ArgumentParser(add_help=False)
     modules.add_argument("--module", action="append", default=[], metavar="MODULE",

@@ -16,7 +16,10 @@ from bkit.cli.output import EXIT_ERROR, EXIT_OK, say
 
 def add_dashboard_command(sub: argparse._SubParsersAction) -> None:
     """Add `bkit dashboard [--address A] [--port P] [--refresh S] [--no-auth]`."""
-    from bkit.ops.dashboard import DEFAULT_ADDRESS, DEFAULT_PORT, DEFAULT_REFRESH_SECONDS, ENV_AUTH
+    from bkit.ops.defaults import DASHBOARD_AUTH_ENV as ENV_AUTH
+    from bkit.ops.defaults import DASHBOARD_PORT as DEFAULT_PORT
+    from bkit.ops.defaults import DASHBOARD_REFRESH_SECONDS as DEFAULT_REFRESH_SECONDS
+    from bkit.ops.defaults import LOOPBACK as DEFAULT_ADDRESS
 
     parser = sub.add_parser(
         "dashboard", help="serve a read-only live page (keys, positions, trades, errors)",
@@ -44,7 +47,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         serve_dashboard,
     )
     from bkit.store.engine import get_engine
-    from bkit.store.migrations import ensure_schema
+    from bkit.store.schema_check import ensure_schema
 
     try:
         engine = get_engine()

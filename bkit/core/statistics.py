@@ -108,6 +108,12 @@ def report_row(result: TickResult) -> ReportRow:
         close_reason=result.close_reason or result.reason)
 
 
+#: §9 figures a walker may rank by (higher is better, except max_drawdown: lower is better).
+RANK_METRICS = ("sharpe_ratio", "annualized_sharpe_ratio", "certainty_ratio",
+                "expected_yearly_returns", "total_pnl", "avg_pnl", "win_rate",
+                "max_drawdown")
+
+
 @dataclass(frozen=True, slots=True)
 class LiveStatistics:
     """Statistics over all closed trades of one key (SPEC §9). `None` means "not defined here".

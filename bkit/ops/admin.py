@@ -9,10 +9,7 @@ symbol raises `UnknownTargetError` and changes nothing.
 
 from __future__ import annotations
 
-import getpass
-import os
 import re
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +24,7 @@ from bkit.core.signals import LIVE_STATES
 from bkit.core.statistics import ClosedTrade, LiveStatistics, ReportRow, compute_statistics
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.keys import KEY_STATUSES, find_key, set_status
-from bkit.store.migrations import ensure_schema
+from bkit.store.schema_check import ensure_schema
 from bkit.store.tables import BkitSetting, EventRecord, SignalRecord, StrategySymbol
 
 HALT_KEY = "halt"
@@ -136,17 +133,6 @@ class Report:
     trades: list[ClosedTrade]
     stats: LiveStatistics
     max_rows: int
-
-
-def default_actor() -> str:
-    """`$USER@host`, the name recorded for a change when no `--actor` is given."""
-    user = os.environ.get("USER") or os.environ.get("USERNAME")
-    if not user:
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def _engine(engine: Engine | None) -> Engine:

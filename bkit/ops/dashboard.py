@@ -29,15 +29,21 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import col
 
 from bkit.core.errors import BkitError
+from bkit.ops.defaults import (
+    DASHBOARD_AUTH_ENV,
+    DASHBOARD_PORT,
+    DASHBOARD_REFRESH_SECONDS,
+    LOOPBACK,
+)
 from bkit.ops.serving import serve_until
 from bkit.store.engine import DatabaseUnavailableError, session_scope
 from bkit.store.tables import EventRecord, SignalRecord, StrategySymbol
 
 log = logging.getLogger("bkit.dashboard")
-ENV_AUTH = "BKIT_DASHBOARD_BASIC_AUTH"
-DEFAULT_ADDRESS = "127.0.0.1"
-DEFAULT_PORT = 8787
-DEFAULT_REFRESH_SECONDS = 3.0
+ENV_AUTH = DASHBOARD_AUTH_ENV
+DEFAULT_ADDRESS = LOOPBACK
+DEFAULT_PORT = DASHBOARD_PORT
+DEFAULT_REFRESH_SECONDS = DASHBOARD_REFRESH_SECONDS
 #: Rows the page shows; the equity curve reads at most `EQUITY_TRADES` newest closed trades.
 TRADES_SHOWN = 50
 ERRORS_SHOWN = 50

@@ -18,9 +18,10 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from bkit.core.errors import BkitError
+from bkit.ops.defaults import FLOWER_PORT, LOOPBACK
 
-DEFAULT_ADDRESS = "127.0.0.1"
-DEFAULT_PORT = 5555
+DEFAULT_ADDRESS = LOOPBACK
+DEFAULT_PORT = FLOWER_PORT
 AUTH_ENV = "BKIT_FLOWER_BASIC_AUTH"
 EMBEDDED_INSPECT_TIMEOUT_MS = 5000
 

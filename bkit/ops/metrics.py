@@ -56,14 +56,15 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import col
 
 from bkit.core.signals import LIVE_STATES
+from bkit.ops.defaults import LOOPBACK, METRICS_PORT
 from bkit.ops.serving import serve_until, start_wsgi_server
 from bkit.store.engine import get_engine, session_scope
 from bkit.store.keys import is_halted
 from bkit.store.tables import OrderIntent, SignalRecord, StrategySymbol
 
 log = logging.getLogger("bkit.ops.metrics")
-DEFAULT_ADDRESS = "127.0.0.1"
-DEFAULT_PORT = 9808
+DEFAULT_ADDRESS = LOOPBACK
+DEFAULT_PORT = METRICS_PORT
 ORDER_INTENT_STATUSES = ("pending", "unknown", "open", "filled", "canceled", "expired",
                          "rejected", "stuck")
 OPEN_POSITION_STATES = ("opening", "opened", "closing")

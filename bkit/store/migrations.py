@@ -1,5 +1,5 @@
 """Schema migrations through Alembic: `bkit db upgrade` (also run automatically at worker start
-by `ensure_schema`).
+by `bkit.store.schema_check.ensure_schema` when the database is not at the head).
 
 The Alembic environment ships inside the package (`bkit/store/alembic/`: `env.py` and
 `versions/`) and is configured here, so no alembic.ini is needed at run time. Everything runs
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from functools import cache
@@ -235,22 +234,6 @@ def upgrade(engine: Engine) -> tuple[int | None, int]:
                 f"cannot reach the database {engine.url.render_as_string(hide_password=True)}"
                 f": {exc.orig}") from exc
     raise AssertionError("unreachable")
-
-
-_ready: set[str] = set()
-_ready_lock = threading.Lock()
-
-
-def ensure_schema(engine: Engine) -> None:
-    """Upgrade once per process and engine URL (threads of one process wait for the first:
-    a tick and the event follower often start together on a new file)."""
-    key = str(engine.url)
-    if key in _ready:
-        return
-    with _ready_lock:
-        if key not in _ready:
-            upgrade(engine)
-            _ready.add(key)
 
 
 def model_metadata() -> sa.MetaData:

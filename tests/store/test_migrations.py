@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, inspect, select
 from sqlmodel import Session
 
-from bkit.store import migrations
+from bkit.store import migrations, schema_check
 from bkit.store.engine import make_engine
 from bkit.store.migrations import (
     BASELINE,
@@ -304,3 +304,54 @@ def test_key_rows_leave_room_for_their_next_version_on_postgresql(pg_url: str) -
             "SELECT reloptions FROM pg_class WHERE relname = 'strategy_symbol'")).scalar_one()
     engine.dispose()
     assert options == ["fillfactor=50"]
+
+
+def test_the_schema_check_knows_the_head_as_alembic_does() -> None:
+    """`ensure_schema` skips Alembic when the database is at the head: its own idea of the
+    head (file names, numbered) must be Alembic's."""
+    scripts = migrations._scripts()
+    chain = [s.revision for s in reversed(list(scripts.walk_revisions("base", HEAD)))]
+    files = sorted(p.stem for p in schema_check.VERSIONS.glob("[0-9]*.py"))
+    assert chain == files  # every revision is named after its file, in file order
+    assert schema_check.head_revision() == HEAD
+    assert schema_check.head_schema_version() == LATEST_VERSION
+    assert scripts.get_revision(BASELINE).module.BKIT_SCHEMA_VERSION \
+        == schema_check.BASELINE_SCHEMA_VERSION
+
+
+def test_ensure_schema_upgrades_any_database_not_at_the_head(
+        db_url: str, engines: list[Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """New, one revision behind, or at the head with `bkit_schema` disagreeing: each goes
+    through the full upgrade (which refuses what must be refused); only a database at the
+    head skips it."""
+    engine = _engine(db_url, engines)
+    upgrades: list[str] = []
+    real_upgrade = migrations.upgrade
+
+    def counted(target: Engine) -> tuple[int | None, int]:
+        upgrades.append(str(target.url))
+        return real_upgrade(target)
+
+    monkeypatch.setattr(migrations, "upgrade", counted)
+
+    def ensure() -> None:
+        schema_check._ready.discard(str(engine.url))
+        schema_check.ensure_schema(engine)
+
+    assert not schema_check.at_head(engine)
+    ensure()
+    assert len(upgrades) == 1 and schema_check.at_head(engine)
+    ensure()
+    assert len(upgrades) == 1  # at the head: one query, no Alembic
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = :r"),
+                     {"r": migrations._scripts().get_revision(HEAD).down_revision})
+    assert not schema_check.at_head(engine)
+    ensure()
+    assert len(upgrades) == 2 and schema_check.at_head(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE bkit_schema SET version = 99"))
+    assert not schema_check.at_head(engine)
+    with pytest.raises(SchemaError, match="version 99 is newer than this bkit"):
+        ensure()
+    assert len(upgrades) == 3
