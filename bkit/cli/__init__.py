@@ -181,9 +181,11 @@ def _admin_commands(sub: argparse._SubParsersAction) -> None:
     # `main` hands `bkit venue …` to the venue's own parser before this one runs: listed
     # here for the help only (importing the venue to build its parser would cost every
     # command ~70 ms)
-    sub.add_parser("venue", help="serve the simulated Binance venue (balances, fees, filters) "
-                   "to paper-trade the real ccxt path: bkit venue --port 8765",
-                   add_help=False).set_defaults(func=cmd_venue)
+    venue = sub.add_parser("venue", help="serve the simulated Binance venue (balances, fees, "
+                           "filters) to paper-trade the real ccxt path: bkit venue --port 8765",
+                           add_help=False, prefix_chars="\0")  # every argument is the venue's
+    venue.add_argument("venue_args", nargs="*")
+    venue.set_defaults(func=cmd_venue)
     sub.add_parser("worker", help="run `celery -A bkit worker ARGS…` under a watchdog that "
                    "kills it (exit 3) when it stops answering pings or its main process "
                    "dies, so docker/systemd restart it", add_help=False)

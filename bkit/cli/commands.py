@@ -253,7 +253,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_venue(args: argparse.Namespace) -> int:
     from bkit.venue.cli import main as venue_main
 
-    return int(venue_main(sys.argv[2:]))  # `bkit venue …`: the venue's own parser reads it
+    return int(venue_main(args.venue_args))  # `bkit venue …`: the venue's own parser reads it
 
 
 def cmd_halt(args: argparse.Namespace) -> int:

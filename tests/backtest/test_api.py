@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import runpy
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -204,7 +205,10 @@ def test_cli_download_fills_the_cache(backtest_home: Path,
     assert len(list((backtest_home / "backtest" / "candles" / "csv").rglob("*.csv"))) == 2
 
 
-def test_quickstart_example_runs() -> None:
+def test_quickstart_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the registry is fresh: `my_strategy` must register again, even if another test of
+    # this process imported it already
+    monkeypatch.delitem(sys.modules, "my_strategy", raising=False)
     namespace = runpy.run_path(str(REPO / "examples" / "backtest_quickstart.py"))
     report = namespace["main"]()
     assert "Backtest my-momentum" in report
