@@ -21,7 +21,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy bkit/core --follow-imports=silent
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m exclusive -p no:cacheprovider
+	$(BIN)/pytest -q -m "not exclusive" -n 2 --dist loadfile -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -44,6 +44,7 @@ from bkit.store.engine import dispose_all, get_engine, session_scope
 from bkit.store.tables import EventRecord, OrderIntent
 from bkit.testing import FakeExchange
 from bkit.testing.fake_exchange import ORDER_PATH, Fault
+from tests.parallel import slot
 from tests.real_candles import XRP_ETH_CSV, real_candles
 from tests.subprocesses import run_at_once
 
@@ -52,7 +53,7 @@ BKIT = Path(sys.executable).parent / "bkit"
 PG_ADMIN = os.environ.get("BKIT_TEST_POSTGRES_ADMIN_URL",
                           "postgresql://postgres@127.0.0.1:5432/test")
 #: A Redis database of this module's own (integration uses 1-8, other suites 12, 13, 15).
-REDIS_DB = 9 + os.getpid() % 3
+REDIS_DB = 9 + slot(3)
 START = datetime(2019, 10, 11, 1, 0, tzinfo=UTC)
 SYMBOL = "XRP/ETH"
 FLOWER_USER, FLOWER_PASSWORD = "sec", f"flower-{secrets.token_hex(8)}"

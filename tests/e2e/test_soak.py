@@ -10,7 +10,8 @@ import pytest
 
 from bench.soak import run_soak
 
-pytestmark = pytest.mark.integration
+#: Timed over market hours at a set speed: alone, so the other tests do not slow its ticks.
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive]
 
 KEYS, HOURS, TICK_SECONDS, SPEED = 300, 8.0, 1800.0, 700.0
 

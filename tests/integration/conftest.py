@@ -25,12 +25,13 @@ from bkit import events
 from bkit.core.registry import REGISTRY, reset_config
 from bkit.settings import reset_settings
 from bkit.store.engine import dispose_all
+from tests.parallel import slot
 
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 #: Broker databases for these tests (one per run, so parallel runs on one machine do not
 #: consume each other's messages; other suites use 12, 13 and 15).
-REDIS_BROKER_DB = 1 + os.getpid() % 8
+REDIS_BROKER_DB = 1 + slot(8)
 #: A market minute inside the shipped XRP/ETH sample (2019-10-11 .. 2019-10-13).
 REPLAY_START = "2019-10-11T01:00:05+00:00"
 
