@@ -26,7 +26,7 @@ def prune_history() -> int:
     from bkit.clock import clock_from_settings
     from bkit.settings import get_settings
     from bkit.store.engine import get_engine
-    from bkit.store.migrations import ensure_schema
+    from bkit.store.schema_check import ensure_schema
     from bkit.store.tick_history import prune
 
     try:

@@ -39,7 +39,7 @@ def scan() -> int:
     from bkit.notify import AppriseSender, scan_events
     from bkit.notify.sender import ENV_URLS, notify_targets
     from bkit.store.engine import get_engine
-    from bkit.store.migrations import ensure_schema
+    from bkit.store.schema_check import ensure_schema
 
     environ = {**os.environ, ENV_URLS: _setting("notify_urls", "")}
     minutes = float(_setting("notify_error_minutes", "10"))
