@@ -7,7 +7,8 @@ on one holding 30 days × 1,000 keys of history, on PostgreSQL, in one process.
    write path (`run_ticks`, batches of 20 keys as the workers do). Its growth per tick is the
    "bytes per tick" figure (nothing pruned: the worst case).
 2. *aged*: a new database, the same keys, then a bulk load of the rows those days would have
-   left (copied from the fresh run's real rows): every trade as a closed `signal` row with its
+   left (copied from the fresh run's real rows, every key's interleaved in time order as
+   live keys write them): every trade as a closed `signal` row with its
    opened / closed events, a few error events, the key counters, and `BKIT_TICK_HISTORY_DAYS`
    + 1 days of compact tick rows (the extra day is what the pruning task deletes while the
    aged ticks run). Then the same minutes are ticked, with the pruning task running beside them.
@@ -238,26 +239,29 @@ def _age(engine: Any, ids: list[int], templates: tuple[dict, dict, dict, dict], 
     def as_text(value: Any) -> Any:
         return json.dumps(value) if isinstance(value, dict | list) else value
 
+    # Rows go in in time order, every key's interleaved, as live keys write them: a key's
+    # trades and events are spread over the whole table, not on a few pages of their own.
     def trades() -> Any:
-        for key_id in ids:
-            for n in range(days * trades_per_day):
+        for n in range(days * trades_per_day):
+            for key_id in ids:
                 row = dict(signal, key_id=key_id, signal_id=f"aged-{n}",
                            created_at=first + n * step, pending_at=first + n * step,
                            closed_at=first + n * step + timedelta(minutes=30))
                 yield tuple(as_text(row[c]) for c in sig_cols)
 
     def events() -> Any:
-        for key_id in ids:
-            for n in range(days * trades_per_day):
-                at = first + n * step
-                for template, moment in ((opened, at), (closed, at + timedelta(minutes=30))):
+        for n in range(days * trades_per_day):
+            at = first + n * step
+            if n % trades_per_day == 0:  # an error a day
+                for key_id in ids:
+                    yield (key_id, error["kind"], None, "S/ETH", STRATEGY, "paper", None,
+                           error["message"], "bench", at, error["payload"],
+                           None, None, None, None, None, None)
+            for template, moment in ((opened, at), (closed, at + timedelta(minutes=30))):
+                for key_id in ids:
                     row = dict(template, key_id=key_id, signal_id=f"aged-{n}",
                                created_at=moment)
                     yield tuple(as_text(row[c]) for c in ev_cols)
-            for n in range(days):  # an error a day
-                yield (key_id, error["kind"], None, "S/ETH", STRATEGY, "paper", None,
-                       error["message"], "bench", first + timedelta(days=n), error["payload"],
-                       None, None, None, None, None, None)
 
     def ticks() -> Any:
         since = int((START - timedelta(days=keep_days + 1)).timestamp() // 60)

@@ -69,13 +69,18 @@ class ClosedTrade:
         object.__setattr__(self, "closed_at", closed_at)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ReportRow:
     """One event row of a live report (an opened, closed, cancelled … result).
 
     Prices are in quote currency; `pnl_percentage` in %. `close_reason` holds the close reason of a
     `closed` row and the cancel reason (`timeout`, `price_reject`, `user`) of a `cancelled` row.
     `timestamp` is normalised to UTC; a naive value is taken as UTC.
+
+    Treat it as a value (hashable, never changed once made). It is not declared frozen only
+    because a frozen dataclass is ten times dearer to make (each field set through
+    `object.__setattr__`): `Live.get_data` makes 250 of them per call on a key with history,
+    and that difference alone was most of what history added to its time.
     """
 
     timestamp: datetime
@@ -91,7 +96,7 @@ class ReportRow:
 
     def __post_init__(self) -> None:
         if self.timestamp.tzinfo is not UTC:  # most come in UTC: a report makes up to 250
-            object.__setattr__(self, "timestamp", as_utc(self.timestamp))
+            self.timestamp = as_utc(self.timestamp)
 
 
 def report_row(result: TickResult) -> ReportRow:

@@ -117,8 +117,10 @@ def events_after(session: Session, after_id: int, *, key_id: int | None = None,
 
 def report_rows_query(key_id: int, limit: int) -> Select[Any]:
     """The key's newest `limit` transitions (SPEC §9: scheduled, opened, closed, cancelled),
-    newest first, as the columns of a report row: walks `ix_event_key_kind_id` backwards from
-    the key's newest event, reads no payload. Its parameters are named `key_id`, `row_limit`."""
+    newest first, as the columns of a report row (`REPORT_ROW_COLUMNS`): walks
+    `ix_event_key_kind_id` backwards from the key's newest event, on PostgreSQL reading the
+    columns from the index itself (they are INCLUDEd in it), and no payload. Its parameters
+    are named `key_id`, `row_limit`."""
     event = EventRecord.__table__.c  # type: ignore[attr-defined]
     # The time as the driver gives it: `ReportRow` makes it UTC once (UTCDateTime would too,
     # a second conversion per row of up to 250).

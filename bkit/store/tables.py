@@ -20,6 +20,9 @@ from sqlmodel import Field, SQLModel
 from bkit.store.types import JSONText, UTCDateTime
 
 LIVE_STATES_SQL = "state IN ('scheduled','opening','opened','closing')"
+#: The `event` columns a report row reads (`bkit.store.event_log.report_rows_query`).
+REPORT_ROW_COLUMNS = ("created_at", "action", "symbol", "signal_id", "position", "price_open",
+                      "price_take_profit", "price_stop_loss", "pnl_percentage", "reason")
 
 
 def _dt(**kw: Any) -> Any:
@@ -175,8 +178,10 @@ class EventRecord(SQLModel, table=True):
     __tablename__ = "event"
     __table_args__ = (Index("ix_event_key_id_id", "key_id", "id"),
                       Index("ix_event_kind_id", "kind", "id"),
-                      # the newest N transitions of a key (reports), whatever other keys did
-                      Index("ix_event_key_kind_id", "key_id", "kind", "id"))
+                      # the newest N transitions of a key (reports), whatever other keys did;
+                      # on PostgreSQL with the report columns, read from the index alone
+                      Index("ix_event_key_kind_id", "key_id", "kind", "id",
+                            postgresql_include=list(REPORT_ROW_COLUMNS)))
 
     id: int | None = Field(default=None, sa_column=Column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
