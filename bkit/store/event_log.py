@@ -128,7 +128,10 @@ def report_rows_query(key_id: int, limit: int) -> Select[Any]:
     return (select(created_at, event.action, event.symbol, event.signal_id,
                    event.position, event.price_open, event.price_take_profit,
                    event.price_stop_loss, event.pnl_percentage, event.reason)
-            .where(event.key_id == bindparam("key_id", key_id), event.kind == "signal",
+            # 'signal' written into the SQL: the partial index is then usable whatever plan
+            # the server keeps for the prepared statement
+            .where(event.key_id == bindparam("key_id", key_id),
+                   event.kind == bindparam("kind", "signal", literal_execute=True),
                    event.action.in_(REPORT_ACTIONS))
             .order_by(event.id.desc()).limit(bindparam("row_limit", limit)))
 

@@ -179,9 +179,11 @@ class EventRecord(SQLModel, table=True):
     __table_args__ = (Index("ix_event_key_id_id", "key_id", "id"),
                       Index("ix_event_kind_id", "kind", "id"),
                       # the newest N transitions of a key (reports), whatever other keys did;
-                      # on PostgreSQL with the report columns, read from the index alone
+                      # on PostgreSQL only `signal` events, with the report columns: read from
+                      # the index alone
                       Index("ix_event_key_kind_id", "key_id", "kind", "id",
-                            postgresql_include=list(REPORT_ROW_COLUMNS)))
+                            postgresql_include=list(REPORT_ROW_COLUMNS),
+                            postgresql_where=text("kind = 'signal'")))
 
     id: int | None = Field(default=None, sa_column=Column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))

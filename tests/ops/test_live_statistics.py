@@ -231,8 +231,7 @@ def test_the_report_rows_of_an_aged_key_are_an_index_only_scan_on_postgresql(
                                                   compile_kwargs={"literal_binds": True})
         plan = "\n".join(row[0] for row in conn.execute(text(f"EXPLAIN ANALYZE {query}")))
     assert "Index Only Scan Backward using ix_event_key_kind_id on event" in plan, plan
-    assert "Index Cond: ((key_id = 7) AND (kind = 'signal'::text))" in plan \
-        or "Index Cond: ((key_id = 7) AND ((kind)::text = 'signal'::text))" in plan, plan
+    assert re.search(r"Index Cond: \(+key_id = 7\)", plan), plan
     assert "Heap Fetches: 0" in plan and "rows=250 " in plan, plan
     assert "Sort" not in plan and "Seq Scan" not in plan, plan
 
@@ -245,3 +244,5 @@ def test_the_covering_index_holds_every_column_a_report_row_reads() -> None:
     index = next(i for i in table.indexes if i.name == "ix_event_key_kind_id")
     assert [c.name for c in index.columns] == ["key_id", "kind", "id"]
     assert tuple(index.dialect_options["postgresql"]["include"]) == REPORT_ROW_COLUMNS
+    # on PostgreSQL only the events reports read are in it
+    assert str(index.dialect_options["postgresql"]["where"]) == "kind = 'signal'"
