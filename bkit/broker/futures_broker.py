@@ -36,6 +36,7 @@ from bkit.broker.base import OrderPlan
 from bkit.broker.ccxt_broker import _number, fills_from_trades, venue_order
 from bkit.core.margin import contracts_for_cost, liquidation_price, stop_beyond_liquidation
 from bkit.core.orders import Fill, MarketRules, VenueOrder, base_of, quote_of
+from bkit.core.recent import put_recent
 from bkit.exchange.ccxt_exchange import CcxtExchange, ExchangeOrder
 from bkit.exchange.errors import (
     DefinitiveExchangeError,
@@ -51,14 +52,6 @@ LIQUIDATION_PREFIXES = ("autoclose-", "adl_autoclose")
 #: memory only saves requests (a forgotten stop is asked on both endpoints, a forgotten final
 #: order looked up again), so a worker that trades for months keeps a bounded amount of it.
 REMEMBERED_ORDERS = 10_000
-
-
-def _remember(known: OrderedDict[tuple[str, str], str], key: tuple[str, str], value: str,
-              limit: int) -> None:
-    known[key] = value
-    known.move_to_end(key)
-    while len(known) > limit:
-        known.popitem(last=False)
 #: Binance codes ccxt raises as a plain ExchangeError when the URL is not Binance's.
 _CODE_KINDS = {-2019: "insufficient_funds", -2018: "insufficient_funds",
                -2022: "invalid_order", -2021: "invalid_order", -4120: "invalid_order",
@@ -310,7 +303,7 @@ class FuturesBroker:
         self._market(symbol)
         params = self._params(side, client_order_id, closing=True)
         params["stopLossPrice"] = float(self.exchange.format_price(symbol, stop_price))
-        _remember(self._stop_ids, (symbol, client_order_id), "", self.remembered)
+        put_recent(self._stop_ids, (symbol, client_order_id), "", self.remembered)
         return self._create(symbol, side, amount, client_order_id, params)
 
     def _kinds(self, symbol: str, client_order_id: str) -> tuple[bool, bool]:
@@ -486,7 +479,7 @@ class FuturesBroker:
             order = ExchangeOrder.from_ccxt(raw)
             client_id = order.client_order_id or ""
             if order.status in ("closed", "canceled", "expired", "rejected"):
-                _remember(self._order_clients, (symbol, order_id), client_id, self.remembered)
+                put_recent(self._order_clients, (symbol, order_id), client_id, self.remembered)
             if client_id.startswith(LIQUIDATION_PREFIXES):
                 found.append(venue_order(order, client_id))
         return found

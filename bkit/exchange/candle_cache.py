@@ -41,6 +41,7 @@ from bkit.core.candles import (
     parse_candles,
     to_ms,
 )
+from bkit.core.recent import put_recent
 from bkit.exchange.errors import DefinitiveExchangeError, ExchangeError, TransientExchangeError
 
 logger = logging.getLogger(__name__)
@@ -341,10 +342,8 @@ class MemoryCandleCache(SharedCandleCache):
         """Insert as the most recent entry; the least recent go beyond `max_entries` (the
         caller holds the lock). Fill locks and failure notes count too, so nothing a worker
         stores here can outgrow the bound."""
-        self._entries[name] = (value, time.monotonic() + ttl_ms / 1000)
-        self._entries.move_to_end(name)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        put_recent(self._entries, name, (value, time.monotonic() + ttl_ms / 1000),
+                   self.max_entries)
 
     def _set(self, name: str, value: str, ttl_ms: int) -> None:
         with self._lock:
