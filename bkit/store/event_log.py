@@ -13,12 +13,16 @@ from sqlmodel import Session
 
 from bkit.core.results import Notice, TickResult, jsonable
 from bkit.core.statistics import ReportRow, report_row
-from bkit.store.tables import EventRecord, StrategySymbol
+from bkit.store.tables import (
+    REPORT_ONLY_COLUMNS,
+    REPORT_ROW_COLUMNS,
+    EventRecord,
+    StrategySymbol,
+)
 
 #: The tick results a report lists (SPEC §9): the transitions the event log keeps (SPEC §13).
 REPORT_ACTIONS = ("scheduled", "opened", "closed", "cancelled")
-_NO_REPORT_ROW = dict.fromkeys(("position", "price_open", "price_take_profit",
-                                "price_stop_loss", "pnl_percentage", "reason"))
+_NO_REPORT_ROW = dict.fromkeys(REPORT_ONLY_COLUMNS)
 
 
 def result_payload(result: TickResult, duration_ms: float | None = None) -> dict[str, Any]:
@@ -124,10 +128,9 @@ def report_rows_query(key_id: int, limit: int) -> Select[Any]:
     event = EventRecord.__table__.c  # type: ignore[attr-defined]
     # The time as the driver gives it: `ReportRow` makes it UTC once (UTCDateTime would too,
     # a second conversion per row of up to 250).
-    created_at = type_coerce(event.created_at, DateTime(timezone=True))
-    return (select(created_at, event.action, event.symbol, event.signal_id,
-                   event.position, event.price_open, event.price_take_profit,
-                   event.price_stop_loss, event.pnl_percentage, event.reason)
+    columns = [type_coerce(event[name], DateTime(timezone=True)) if name == "created_at"
+               else event[name] for name in REPORT_ROW_COLUMNS]
+    return (select(*columns)
             # 'signal' written into the SQL: the partial index is then usable whatever plan
             # the server keeps for the prepared statement
             .where(event.key_id == bindparam("key_id", key_id),

@@ -20,9 +20,12 @@ from sqlmodel import Field, SQLModel
 from bkit.store.types import JSONText, UTCDateTime
 
 LIVE_STATES_SQL = "state IN ('scheduled','opening','opened','closing')"
-#: The `event` columns a report row reads (`bkit.store.event_log.report_rows_query`).
-REPORT_ROW_COLUMNS = ("created_at", "action", "symbol", "signal_id", "position", "price_open",
-                      "price_take_profit", "price_stop_loss", "pnl_percentage", "reason")
+#: The `event` columns only a tick result's report row fills (NULL in other events).
+REPORT_ONLY_COLUMNS = ("position", "price_open", "price_take_profit", "price_stop_loss",
+                       "pnl_percentage", "reason")
+#: The `event` columns a report row reads (`bkit.store.event_log.report_rows_query`), in the
+#: order of `bkit.core.statistics.ReportRow`'s fields.
+REPORT_ROW_COLUMNS = ("created_at", "action", "symbol", "signal_id", *REPORT_ONLY_COLUMNS)
 
 
 def _dt(**kw: Any) -> Any:
