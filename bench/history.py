@@ -33,7 +33,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.harness import create_database, drop_database  # noqa: E402
+from bench.harness import create_database, drop_database, insert_keys  # noqa: E402
 
 START = datetime(2019, 10, 11, 6, 0, tzinfo=UTC)  # inside the shipped XRP/ETH candles
 STRATEGY = "hist-bench"
@@ -83,24 +83,14 @@ def _point_at(db_url: str) -> None:
 
 
 def _setup(prefix: str, n_keys: int, strategy: str = STRATEGY) -> tuple[str, Any, list[int]]:
-    from sqlalchemy import insert, select
-
     from bkit.store.engine import get_engine
     from bkit.store.migrations import upgrade
-    from bkit.store.tables import StrategySymbol
 
     name, url = create_database(prefix)
     _point_at(url)
     engine = get_engine()
     upgrade(engine)
-    now = datetime.now(UTC)
-    with engine.begin() as conn:
-        conn.execute(insert(StrategySymbol), [
-            {"strategy_name": strategy, "exchange_name": "paper", "symbol": f"S{i:05d}/ETH",
-             "status": "enabled", "last_bucket": -1, "lease_version": 0, "created_at": now,
-             "updated_at": now} for i in range(n_keys)])
-        ids = list(conn.execute(select(StrategySymbol.id).order_by(StrategySymbol.id))
-                   .scalars())
+    ids = insert_keys(engine, [f"S{i:05d}/ETH" for i in range(n_keys)], strategy, "paper")
     return name, engine, ids
 
 

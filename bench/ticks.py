@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.harness import create_database, drop_database, use_settings  # noqa: E402
+from bench.harness import create_database, drop_database, insert_keys, use_settings  # noqa: E402
 
 REDIS_DB = 12
 
@@ -63,12 +63,7 @@ def run(n_keys: int, concurrency: int, floor_tasks: int, batch_size: int | None 
 
     engine = get_engine()
     upgrade(engine)
-    now = datetime.now(UTC)
-    with engine.begin() as conn:
-        conn.execute(insert(StrategySymbol), [
-            {"strategy_name": "bench", "exchange_name": "paper", "symbol": f"S{i:05d}/ETH",
-             "status": "enabled", "last_bucket": -1, "lease_version": 0, "created_at": now,
-             "updated_at": now} for i in range(n_keys)])
+    insert_keys(engine, [f"S{i:05d}/ETH" for i in range(n_keys)], "bench", "paper")
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bkit", "worker", "-c", str(concurrency),
          "-Q", "ticks", "--loglevel", "WARNING"], cwd=REPO, env=env,
